@@ -1,0 +1,138 @@
+"""Train a recipe and release it as checkpoints/<id>/, registered in checkpoints/registry.json.
+
+    python scripts/release.py op-gfn-hypergrid --data "2-D 8×8 hypergrid" --headline val/l1 \\
+        -- fit --config recipes/configs/op_gfn/default.yaml
+
+Writes model.safetensors, hparams.yaml, metrics.json, curve.png and card.md (the exact command,
+seed, package versions, git commit and the measured metrics), and records the sha256 sums that
+``zoo.load`` verifies.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import math
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from zoo import hub  # noqa: E402
+from zoo.cli import method_of  # noqa: E402
+from zoo.curves import plot_curve  # noqa: E402
+
+PACKAGES = ("torch", "lightning", "torchmetrics", "transformers", "peft", "torch-geometric", "gymnasium", "safetensors")
+
+
+def load_recipe(method: str):
+    spec = importlib.util.spec_from_file_location(f"recipe_{method}", ROOT / "recipes" / f"{method}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def card(release_id: str, method: str, data: str, command: str, seed, metrics: dict, model, licence: str) -> str:
+    doc = (type(model).__doc__ or type(model).__module__).strip().splitlines()[0]
+    rows = "\n".join(f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()))
+    vers = "\n".join(f"| {k} | {v} |" for k, v in versions().items())
+    return f"""# {release_id}
+
+{method}: {doc}
+
+Load it with `zoo.load("{release_id}")`; fine-tune it with `--model.init_from {release_id}`.
+
+## Data
+
+{data}. Licence: {licence}.
+
+## Command
+
+```
+{command}
+```
+
+Seed: {seed}. Git commit: {git_commit()}.
+
+## Measured metrics (at the end of training)
+
+| metric | value |
+|---|---|
+{rows}
+
+![learning curve](curve.png)
+
+## Packages
+
+| package | version |
+|---|---|
+{vers}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("id", help="release id, method-data (e.g. op-gfn-hypergrid)")
+    parser.add_argument("--method", help="recipe name (recipes/<method>.py); taken from the id's prefix if omitted")
+    parser.add_argument("--data", required=True, help="what the model was trained on, one line")
+    parser.add_argument("--headline", required=True, help="the metric the registry table shows")
+    parser.add_argument("--licence", default="MIT (weights); data as stated", help="licence line for the card")
+    parser.add_argument("recipe_args", nargs=argparse.REMAINDER, help="-- then the recipe's arguments")
+    args = parser.parse_args()
+    recipe_args = args.recipe_args[1:] if args.recipe_args[:1] == ["--"] else args.recipe_args
+    method = args.method or args.id.split("-")[0]
+    out = hub.CHECKPOINTS / args.id
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cli = load_recipe(method).main([*recipe_args, "--trainer.default_root_dir", tmp])
+        model, trainer = cli.model.cpu().eval(), cli.trainer
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "loss" and math.isfinite(float(v))}
+        if hasattr(model, "release_metrics"):  # further measurements a method makes of its final model
+            metrics.update(model.release_metrics())
+        if args.headline not in metrics:
+            raise SystemExit(f"--headline {args.headline!r} was not measured; measured: {sorted(metrics)}")
+        sums = hub.save(model, out)
+        log_dir = Path(trainer.loggers[0].log_dir)
+        plot_curve(log_dir / "metrics.csv", out / "curve.png", getattr(model, "curve_metrics", ()), args.id)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    command = "python recipes/{}.py {}".format(method, shlex.join(recipe_args))
+    seed = cli.config[cli.subcommand].get("seed_everything")
+    (out / "card.md").write_text(card(args.id, method_of(type(model)), args.data, command, seed, metrics, model, args.licence))
+
+    registry = hub.registry()
+    registry[args.id] = {"path": args.id, "method": method, "data": args.data,
+                         "headline": {"name": args.headline, "value": round(metrics[args.headline], 6)},
+                         "files": sums}
+    hub.REGISTRY.parent.mkdir(exist_ok=True)
+    hub.REGISTRY.write_text(json.dumps(dict(sorted(registry.items())), indent=2) + "\n")
+    print(f"released {args.id} -> {out} ({args.headline} = {metrics[args.headline]:.6g})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Every recipe meets the zoo's contract: configs parse, fit runs, save → load is exact, a resumed
+run equals an unbroken one, 2-process DDP works on CPU, and bad flags fail clearly."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from zoo import hub
+
+from ..conftest import ROOT, load_recipe
+
+METHODS = sorted(p.stem for p in (ROOT / "recipes").glob("*.py"))
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def tiny(method: str) -> str:
+    return str(ROOT / "recipes" / "configs" / method / "tiny.yaml")
+
+
+def fit(method: str, root: Path, *args: str):
+    cli = load_recipe(method).main(["fit", "--config", tiny(method), "--trainer.default_root_dir", str(root), *QUIET, *args])
+    return cli.trainer, cli.model
+
+
+def test_every_method_has_a_recipe():
+    methods = [p.name for p in (ROOT / "zoo").iterdir() if (p / "module.py").exists()]
+    assert methods and sorted(methods) == [m for m in METHODS if m in methods]
+    for m in methods:
+        assert (ROOT / "recipes" / "configs" / m / "default.yaml").exists()
+        assert Path(tiny(m)).exists()
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "recipes" / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_recipe(config.parent.name).main(["fit", "--config", str(config), "--print_config"])
+    assert exit_.value.code in (0, None)
+    assert "model:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_default_config_is_used_without_config(method, capsys):
+    with pytest.raises(SystemExit):
+        load_recipe(method).main(["fit", "--print_config"])
+    printed = capsys.readouterr().out
+    default = (ROOT / "recipes" / "configs" / method / "default.yaml").read_text()
+    assert "max_steps" in printed
+    for line in default.splitlines():
+        if line.strip().startswith("max_steps:"):
+            assert line.strip() in printed
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """One tiny fit per method, shared by the tests that only read its result."""
+    cache = {}
+
+    def get(method):
+        if method not in cache:
+            root = tmp_path_factory.mktemp(method)
+            torch.manual_seed(0)
+            init = {k: v.clone() for k, v in load_recipe(method).main(
+                ["--config", tiny(method), *QUIET], run=False).model.state_dict().items()}
+            trainer, model = fit(method, root)
+            cache[method] = (trainer, model, init, root)
+        return cache[method]
+
+    return get
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_fit_runs_and_trains(method, fitted):
+    trainer, model, init, root = fitted(method)
+    assert trainer.global_step == trainer.max_steps > 0
+    assert (root / "checkpoints" / "last.ckpt").exists()
+    changed = [k for k, v in model.state_dict().items() if k in init and v.is_floating_point() and not torch.equal(v, init[k])]
+    assert changed, "no weight moved during fit"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_save_load_identical_outputs(method, fitted, tmp_path):
+    _, model, _, _ = fitted(method)
+    hub.save(model, tmp_path / "release")
+    loaded = zoo.load(tmp_path / "release")
+    assert not loaded.training
+    model.eval()
+    x = model.example_input_array
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_load_lightning_checkpoint(method, fitted):
+    _, model, _, root = fitted(method)
+    loaded = zoo.load(root / "checkpoints" / "last.ckpt")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v.cpu(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_resume_equals_unbroken_run(method, tmp_path):
+    # the tiny config checkpoints every 2 steps and runs 4: stop at 2, resume to 4
+    _, unbroken = fit(method, tmp_path / "a")
+    fit(method, tmp_path / "b", "--trainer.max_steps", "2")
+    _, resumed = fit(method, tmp_path / "b", "--ckpt_path", "last")
+    a, b = unbroken.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=f"{k} differs after resume")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_ddp_two_processes_on_cpu(method, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(ROOT / "recipes" / f"{method}.py"), "fit", "--config", tiny(method), *QUIET,
+           "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+           "--trainer.default_root_dir", str(tmp_path)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Starting with 2 processes" in out.stderr + out.stdout
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] > 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("flag, expected", [(["--trainer.max_stepz", "3"], "max_stepz"),
+                                            (["--trainer.max_steps", "three"], "max_steps"),
+                                            (["--model.no_such_arg", "1"], "no_such_arg")])
+def test_bad_flag_fails_clearly(method, flag, expected, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_recipe(method).main(["fit", *flag])
+    assert exit_.value.code not in (0, None)
+    assert expected in capsys.readouterr().err
