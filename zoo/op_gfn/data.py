@@ -2,7 +2,8 @@
 
 A GFlowNet needs no data set: it samples on-policy from an environment, a DAG of states built by
 actions from one initial state, and a (partial) order or a reward on the terminal objects. Any class
-with these members plugs in with ``--model.env my_package.my_module:MyEnv --model.env_kwargs '{...}'``:
+with these members plugs in with ``--model.env my_env.py:MyEnv`` (or ``my_package.my_module:MyEnv``) and
+``--model.env_kwargs '{...}'``:
 
     state_dim: int             states are LongTensor [n, state_dim]
     n_actions: int             forward actions; the last one, n_actions - 1, stops (s -> s_f)
@@ -23,7 +24,9 @@ The README shows a complete user environment.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -174,11 +177,19 @@ def make_env(env: str, ndim: int, height: int, R0: float, R1: float, R2: float,
         return MultiObjectiveGrid(height, tuple(objectives))
     if ":" not in env:
         raise ValueError(f"--model.env: unknown environment {env!r}; use one of {sorted(BUILTIN)} "
-                         "or 'package.module:Class' for your own (see zoo/op_gfn/data.py)")
-    module_name, _, class_name = env.partition(":")
+                         "or 'package.module:Class' / 'path/to/file.py:Class' for your own (see zoo/op_gfn/data.py)")
+    module_name, _, class_name = env.rpartition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as e:
+        if module_name.endswith(".py"):  # a file of the user's: path/to/my_env.py:MyEnv
+            spec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+            if spec is None or not Path(module_name).exists():
+                raise ImportError(f"no such file {module_name}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+        cls = getattr(module, class_name)
+    except (ImportError, AttributeError, OSError) as e:
         raise ValueError(f"--model.env: cannot import {env!r} ({e})") from e
     instance = cls(**(env_kwargs or {}))
     missing = [m for m in ("state_dim", "n_actions", "obs_dim", "max_length", "n_objectives", "initial", "encode",

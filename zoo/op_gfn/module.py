@@ -280,14 +280,17 @@ class OPGFN(ZooModule):
             acts = torch.full((int(ok.sum()),), a, dtype=torch.long, device=dev)
             children[ok, a] = e.index(e.step(states[ok], acts))
         obj = e.objectives(states).float()
+        terminal = mask[:, -1]  # the states where the sampler may stop: the candidates
         out = {"states": states, "obs": e.encode(states), "mask": mask, "children": children, "objectives": obj,
-               "start": e.index(e.initial(1).to(dev))}
+               "terminal": terminal, "start": e.index(e.initial(1).to(dev))}
+        candidates = terminal.nonzero().squeeze(1)
         if obj.shape[1] == 1:
-            out["best"] = (obj[:, 0] >= obj[:, 0].max() - 1e-6).nonzero().squeeze(1)
+            best = obj[candidates, 0] >= obj[candidates, 0].max() - 1e-6
         else:
-            out["best"] = pareto_mask(obj).nonzero().squeeze(1)
-            out["reference"] = obj.min(0).values
-            out["front_hv"] = hypervolume(obj[out["best"]], out["reference"])
+            best = pareto_mask(obj[candidates])
+            out["reference"] = obj[candidates].min(0).values
+            out["front_hv"] = hypervolume(obj[candidates][best], out["reference"])
+        out["best"] = candidates[best]
         return out
 
     def exact_distribution(self) -> Tensor:
@@ -307,7 +310,7 @@ class OPGFN(ZooModule):
         obj, best = en["objectives"], en["best"]
         if obj.shape[1] == 1:
             beta = hp.beta if hp.loss in ("tb", "db") else 1.0
-            target = obj[:, 0].pow(beta)
+            target = obj[:, 0].pow(beta) * en["terminal"]
             found = obj[visited, 0]
             k = min(hp.top_k, found.numel())
             self.log_dict({
