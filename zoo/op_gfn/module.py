@@ -151,35 +151,41 @@ class OPGFN(ZooModule):
     # -- sampling ------------------------------------------------------------------------
 
     def sample_trajectories(self, n: int, epsilon: float = 0.0) -> Trajectories:
+        """Roll out n trajectories (without gradients, on the live ones only), then score every
+        transition in one batched pass of P_F and P_B, with gradients."""
         env, dev = self.env, self.device
         s = env.initial(n).to(dev)
         alive = torch.ones(n, dtype=torch.bool, device=dev)
-        states, actions, log_pf = [s], [], []
-        for _ in range(env.max_length + 1):
-            mask = env.forward_mask(s)
-            logp = masked_log_softmax(self.pf(env.encode(s)), mask)
-            probs = logp.detach().exp()
-            if epsilon > 0:
-                probs = (1 - epsilon) * probs + epsilon * mask / mask.sum(-1, keepdim=True)
-            a = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
-            lp = logp.gather(1, a[:, None]).squeeze(1)
-            move = alive & (a != env.n_actions - 1)
-            s = s.clone()
-            s[move] = env.step(s[move], a[move])
-            states.append(s)
-            actions.append(torch.where(alive, a, -1))
-            log_pf.append(torch.where(alive, lp, 0.0))
-            alive = move
-            if not alive.any():
-                break
-        else:
-            raise RuntimeError(f"--model.env: trajectories ran past max_length={env.max_length} without stopping")
+        states, actions = [s], []
+        with torch.no_grad():
+            for _ in range(env.max_length + 1):
+                live = s[alive]
+                mask = env.forward_mask(live)
+                probs = masked_log_softmax(self.pf(env.encode(live)), mask).exp()
+                if epsilon > 0:
+                    probs = (1 - epsilon) * probs + epsilon * mask / mask.sum(-1, keepdim=True)
+                a = torch.full((n,), -1, dtype=torch.long, device=dev)
+                a[alive] = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+                move = alive & (a != env.n_actions - 1)
+                s = s.clone()
+                s[move] = env.step(s[move], a[move])
+                states.append(s)
+                actions.append(a)
+                alive = move
+                if not alive.any():
+                    break
+            else:
+                raise RuntimeError(f"--model.env: trajectories ran past max_length={env.max_length} without stopping")
         states_t, actions_t = torch.stack(states), torch.stack(actions)
-        moved = actions_t >= 0
-        moved &= actions_t != env.n_actions - 1
+        taken = actions_t >= 0
         stopped = actions_t == env.n_actions - 1
+        moved = taken & ~stopped
+        parents = states_t[:-1][taken]
+        log_pf = masked_log_softmax(self.pf(env.encode(parents)), env.forward_mask(parents))
+        log_pf = torch.zeros(taken.shape, device=dev).index_put(
+            taken.nonzero(as_tuple=True), log_pf.gather(1, actions_t[taken][:, None]).squeeze(1))
         log_pb = self.backward_log_probs(states_t[1:], actions_t, moved)
-        return Trajectories(states_t, actions_t, torch.stack(log_pf), log_pb, moved, stopped)
+        return Trajectories(states_t, actions_t, log_pf, log_pb, moved, stopped)
 
     def backward_log_probs(self, children: Tensor, actions: Tensor, moved: Tensor) -> Tensor:
         """log P_B(s_t | s_{t+1}) for the moves (0 elsewhere), computed only on the moves' children."""
@@ -253,10 +259,10 @@ class OPGFN(ZooModule):
             modes = self.enumeration["best"]
             if self.all_modes_at < 0 and self.visited.visited[modes].all():
                 self.all_modes_at.fill_(int(self.n_trajectories))
-        self.log_dict({"train/loss": loss, "train/log_Z": self.log_Z.detach(),
-                       "train/mean_objective": obj.mean(), "train/trajectories": self.n_trajectories.float()},
-                      batch_size=self.hparams.batch_size)
-        self.log("loss", loss, prog_bar=True, logger=False, batch_size=self.hparams.batch_size)
+        if self.logging_step():
+            self.log_dict({"train/loss": loss, "train/log_Z": self.log_Z.detach(), "train/mean_objective": obj.mean(),
+                           "train/trajectories": self.n_trajectories.float()}, batch_size=traj.terminal.shape[0])
+            self.log("loss", loss, prog_bar=True, logger=False, batch_size=traj.terminal.shape[0])
         return loss
 
     # -- exact evaluation --------------------------------------------------------------------
