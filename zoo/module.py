@@ -45,8 +45,8 @@ class ZooModule(L.LightningModule):
         ``self.log`` costs about a millisecond of Python per call; methods whose steps take a few
         milliseconds skip the calls on the steps no logger would record anyway."""
         trainer = self._trainer
-        if trainer is None:
-            return True
+        if trainer is None:  # called outside a Trainer: nothing would receive the values
+            return False
         return (trainer.fit_loop.total_batch_idx + 1) % trainer.log_every_n_steps == 0
 
     # -- the method's own random stream ------------------------------------------------------

@@ -117,6 +117,15 @@ def test_hypergrid_reward_at_known_states():
     # modes: both coordinates in the band 0.3 < |x/7 − 0.5| < 0.4, i.e. x ∈ {1, 6}
     assert r.tolist() == pytest.approx([2.6, 2.6, 0.6, 0.1, 0.1])
     assert (env.objectives(env.all_states())[:, 0] == env.objectives(env.all_states())[:, 0].max()).sum() == 4
+    assert env.mode_region(t([[1, 1], [6, 1], [1, 6], [6, 6]])).tolist() == [0, 1, 2, 3]
+
+
+def test_modes_are_counted_by_corner_on_larger_grids():
+    env = HyperGrid(ndim=2, height=32)
+    r = env.objectives(env.all_states())[:, 0]
+    best = env.all_states()[r == r.max()]
+    assert len(best) == 36  # x ∈ {4, 5, 6, 25, 26, 27} in each coordinate: a 3×3 block per corner
+    assert env.mode_region(best).unique().tolist() == [0, 1, 2, 3]
 
 
 def test_exact_distribution_agrees_with_enumerating_every_trajectory():

@@ -18,6 +18,8 @@ with these members plugs in with ``--model.env my_env.py:MyEnv`` (or ``my_packag
     objectives(states)         float [n, n_objectives], larger is better; with one objective it is
                                the reward R(x) > 0 that TB and DB need
     all_states(), index(states)   optional: enumerate the states, for exact L1, modes, Pareto share
+    mode_region(states)        optional: which mode a best state belongs to (modes are counted by
+                               region, e.g. the 2^D corners of the hypergrid; else each best state)
 
 The README shows a complete user environment.
 """
@@ -108,6 +110,11 @@ class HyperGrid(Grid):
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"--model.{name} must be a finite number ≥ 0, got {value}")
         self.R0, self.R1, self.R2 = R0, R1, R2
+
+    def mode_region(self, states: Tensor) -> Tensor:
+        """Which of the 2^D corners a state lies in: the modes are counted by region, as usual."""
+        upper = (self.positions(states) > 0.5).long()
+        return (upper * 2 ** torch.arange(self.ndim, device=states.device)).sum(-1)
 
     def objectives(self, states: Tensor) -> Tensor:
         ax = (self.positions(states) - 0.5).abs()

@@ -256,8 +256,8 @@ class OPGFN(ZooModule):
         self.n_trajectories += traj.terminal.shape[0]
         if self.visited.visited.numel():
             self.visited.update(self.env.index(traj.terminal))
-            modes = self.enumeration["best"]
-            if self.all_modes_at < 0 and self.visited.visited[modes].all():
+            en = self.enumeration
+            if "mode" in en and self.all_modes_at < 0 and self.modes_found(self.visited.visited > 0) == en["n_modes"]:
                 self.all_modes_at.fill_(int(self.n_trajectories))
         if self.logging_step():
             self.log_dict({"train/loss": loss, "train/log_Z": self.log_Z.detach(), "train/mean_objective": obj.mean(),
@@ -297,7 +297,19 @@ class OPGFN(ZooModule):
             out["reference"] = obj[candidates].min(0).values
             out["front_hv"] = hypervolume(obj[candidates][best], out["reference"])
         out["best"] = candidates[best]
+        if obj.shape[1] == 1:  # the mode each best state belongs to
+            region = e.mode_region(states[out["best"]]) if hasattr(e, "mode_region") else torch.arange(int(best.sum()))
+            out["mode"] = torch.unique(region.to(dev), return_inverse=True)[1]
+            out["n_modes"] = int(out["mode"].max()) + 1
         return out
+
+    def modes_found(self, visited: Tensor) -> Tensor:
+        """Number of modes with at least one visited best state (each Pareto-front state for several objectives)."""
+        en = self.enumeration
+        hit = visited[en["best"]]
+        if "mode" not in en:
+            return hit.sum()
+        return torch.tensor(torch.unique(en["mode"][hit]).numel(), device=hit.device)
 
     def exact_distribution(self) -> Tensor:
         """P_T(x) of the current sampler over all states (no exploration)."""
@@ -321,7 +333,8 @@ class OPGFN(ZooModule):
             k = min(hp.top_k, found.numel())
             self.log_dict({
                 "val/l1": l1_distance(p, target / target.sum()),
-                "val/modes_found": visited[best].sum().float(),
+                "val/modes_found": self.modes_found(visited).float(),
+                "val/mode_states_found": visited[best].sum().float(),
                 "val/mode_mass": p[best].sum(),
                 f"val/top{hp.top_k}_reward": found.topk(k).values.mean() if k else torch.zeros((), device=p.device),
             }, batch_size=1)
