@@ -69,6 +69,13 @@ class ZooCLI(LightningCLI):
                              "checkpoint.every_n_train_steps": 100,
                              "checkpoint.enable_version_counter": False})
 
+    def instantiate_classes(self) -> None:
+        """A hyperparameter the model or data rejects (ValueError) is a usage error, reported as one."""
+        try:
+            super().instantiate_classes()
+        except ValueError as e:
+            self._parser(self.subcommand).error(str(e))
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})
         root = config.get("default_root_dir") or f"logs/{self.method}"

@@ -137,3 +137,15 @@ def test_a_bad_reward_is_a_clear_error_naming_the_flag(value, loss, message):
               batch_size=64, hidden_dim=8, epsilon=1.0)
     with pytest.raises(ValueError, match=f"--model.env .*{message}"):
         m.training_step(None, 0)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model.env", "mygrid"], "--model.env: unknown environment 'mygrid'"),
+    (["--model.height", "1"], "--model.height must be at least 2"),
+    (["--model.env", "moo_grid", "--model.loss", "tb"], "--model.loss tb needs one reward"),
+])
+def test_the_recipe_reports_bad_hyperparameters_as_usage_errors(recipe, flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        recipe("op_gfn").main(["fit", *flags])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
