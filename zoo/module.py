@@ -31,7 +31,7 @@ class ZooModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         init_from = self.hparams.get("init_from")
-        if stage == "fit" and init_from and self._initialised_from != init_from:
+        if init_from and self._initialised_from != init_from:
             from zoo import hub
 
             hub.load_weights(self, init_from)

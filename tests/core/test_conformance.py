@@ -94,6 +94,16 @@ def test_save_load_identical_outputs(method, fitted, tmp_path):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_init_from_a_release_starts_from_its_weights(method, fitted, tmp_path):
+    _, model, _, _ = fitted(method)
+    hub.save(model, tmp_path / "release")
+    cli = load_recipe(method).main(["validate", "--config", tiny(method), *QUIET, "--trainer.default_root_dir",
+                                    str(tmp_path), "--model.init_from", str(tmp_path / "release")])
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(cli.model.state_dict()[k].cpu(), v.cpu(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_load_lightning_checkpoint(method, fitted):
     _, model, _, root = fitted(method)
     loaded = zoo.load(root / "checkpoints" / "last.ckpt")
