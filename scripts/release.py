@@ -59,7 +59,8 @@ def git_commit() -> str:
 
 
 def card(release_id: str, method: str, data: str, command: str, seed, metrics: dict, model, licence: str) -> str:
-    doc = (type(model).__doc__ or type(model).__module__).strip().splitlines()[0]
+    cls = type(model)
+    doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or cls.__name__).strip().splitlines()[0]
     rows = "\n".join(f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()))
     vers = "\n".join(f"| {k} | {v} |" for k, v in versions().items())
     return f"""# {release_id}
@@ -97,16 +98,23 @@ Seed: {seed}. Git commit: {git_commit()}.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     usage="%(prog)s ID --data DATA --headline METRIC [--method M] -- RECIPE ARGS")
     parser.add_argument("id", help="release id, method-data (e.g. op-gfn-hypergrid)")
     parser.add_argument("--method", help="recipe name (recipes/<method>.py); taken from the id's prefix if omitted")
     parser.add_argument("--data", required=True, help="what the model was trained on, one line")
     parser.add_argument("--headline", required=True, help="the metric the registry table shows")
     parser.add_argument("--licence", default="MIT (weights); data as stated", help="licence line for the card")
-    parser.add_argument("recipe_args", nargs=argparse.REMAINDER, help="-- then the recipe's arguments")
-    args = parser.parse_args()
-    recipe_args = args.recipe_args[1:] if args.recipe_args[:1] == ["--"] else args.recipe_args
-    method = args.method or args.id.split("-")[0]
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, recipe_args = parser.parse_args(argv[:split]), argv[split + 1:]
+    if not recipe_args:
+        parser.error("give the recipe's arguments after --, e.g. -- fit --config recipes/configs/op_gfn/default.yaml")
+    parts = args.id.split("-")  # the longest prefix of the id that names a recipe: op-gfn-x -> op_gfn
+    method = args.method or next((m for m in ("_".join(parts[:k]) for k in range(len(parts), 0, -1))
+                                  if (ROOT / "recipes" / f"{m}.py").exists()), None)
+    if method is None:
+        parser.error(f"no recipe matches the id {args.id!r}: pass --method")
     out = hub.CHECKPOINTS / args.id
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,7 +135,7 @@ def main() -> None:
 
     registry = hub.registry()
     registry[args.id] = {"path": args.id, "method": method, "data": args.data,
-                         "headline": {"name": args.headline, "value": round(metrics[args.headline], 6)},
+                         "headline": {"name": args.headline, "value": float(f"{metrics[args.headline]:.4g}")},
                          "files": sums}
     hub.REGISTRY.parent.mkdir(exist_ok=True)
     hub.REGISTRY.write_text(json.dumps(dict(sorted(registry.items())), indent=2) + "\n")

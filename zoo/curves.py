@@ -37,6 +37,8 @@ def plot_curve(metrics_csv: str | Path, out_png: str | Path, keys: tuple[str, ..
     for ax, key in zip(axes[0], keys):
         steps, values = zip(*series[key])
         ax.plot(steps, values, marker="." if len(steps) < 40 else None)
+        if min(values) > 0 and max(values) / min(values) > 100:  # losses and distances spanning decades
+            ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(key)
         ax.grid(alpha=0.3)

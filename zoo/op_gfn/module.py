@@ -311,6 +311,7 @@ class OPGFN(ZooModule):
             return hit.sum()
         return torch.tensor(torch.unique(en["mode"][hit]).numel(), device=hit.device)
 
+    @torch.no_grad()
     def exact_distribution(self) -> Tensor:
         """P_T(x) of the current sampler over all states (no exploration)."""
         en = self.enumeration
