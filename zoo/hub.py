@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
 REGISTRY = CHECKPOINTS / "registry.json"
 WEIGHTS, HPARAMS = "model.safetensors", "hparams.yaml"
+DOCUMENTS = ("card.md", "metrics.json", "curve.png")  # describe a release; not verified on load
 
 
 class CheckpointError(RuntimeError):
@@ -204,7 +205,8 @@ def hparams_of(module: torch.nn.Module) -> dict[str, Any]:
 
 
 def save(module: torch.nn.Module, directory: str | Path) -> dict[str, str]:
-    """Write model.safetensors and hparams.yaml; returns their sha256 sums."""
+    """Write model.safetensors (or the module's own format) and hparams.yaml; returns the sha256 of
+    every file the release loads from."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -215,4 +217,4 @@ def save(module: torch.nn.Module, directory: str | Path) -> dict[str, str]:
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         save_file(state, directory / WEIGHTS)
     (directory / HPARAMS).write_text(yaml.safe_dump(hparams_of(module), sort_keys=False))
-    return {name: sha256(directory / name) for name in (WEIGHTS, HPARAMS)}
+    return {f.name: sha256(f) for f in sorted(directory.iterdir()) if f.is_file() and f.name not in DOCUMENTS}

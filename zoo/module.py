@@ -82,7 +82,7 @@ class Steps:
     unbroken run would."""
 
     def __init__(self, n: int) -> None:
-        self.n, self.consumed, self._resume_at = n, 0, 0
+        self.n, self.next_index, self._resume_at = n, 0, 0
 
     def __len__(self) -> int:
         return self.n
@@ -90,11 +90,11 @@ class Steps:
     def __iter__(self):
         start, self._resume_at = self._resume_at, 0
         for i in range(start, self.n):
-            self.consumed = i
+            self.next_index = i + 1  # Lightning does not prefetch from a loader of known length
             yield i
 
     def state_dict(self) -> dict[str, int]:
-        return {"consumed": self.consumed}
+        return {"next_index": self.next_index}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume_at = state["consumed"]
+        self._resume_at = state["next_index"]
