@@ -141,22 +141,38 @@ def windows(ids: list[int], block_size: int) -> Tensor:
 
 
 class Batches:
-    """Batches of token windows, sharded over the ranks, shuffled per epoch from (seed, epoch) alone.
+    """Batches of token windows [B, block_size + 1], sharded over the ranks.
 
-    Like ``zoo.module.Steps`` it saves its position (epoch, batches consumed), so a run resumed
-    mid-epoch sees exactly the batches an unbroken run would."""
+    For training (``shuffle``) each epoch cuts the token stream at a fresh offset in [0, block_size)
+    and shuffles the windows, both drawn from (seed, epoch) alone; evaluation uses offset 0 and the
+    stream's order. Like ``zoo.module.Steps`` it saves its position (epoch, batches consumed), so a run
+    resumed mid-epoch sees exactly the batches an unbroken run would."""
 
-    def __init__(self, data: Tensor, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, drop_last: bool = True) -> None:
-        self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
-        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+    def __init__(self, tokens: Tensor, block_size: int, batch_size: int, shuffle: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, drop_last: bool = True) -> None:
+        self.tokens, self.block_size, self.batch_size, self.shuffle = tokens, block_size, batch_size, shuffle
+        self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, drop_last
+        # the number of windows every offset can give
+        self.n_windows = (len(tokens) - block_size) // block_size if shuffle else (len(tokens) - 1) // block_size
         self.epoch, self.consumed = 0, 0
         self._resume_at: int | None = None
         self._started = False
 
     def __len__(self) -> int:
-        per_rank = len(self.data) // self.world_size
+        per_rank = self.n_windows // self.world_size
         return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+
+    def windows(self) -> Tensor:
+        """This epoch's windows, in this epoch's order, for this rank: [n, block_size + 1]."""
+        T = self.block_size
+        offset, order = 0, torch.arange(self.n_windows)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            offset = int(torch.randint(T, (1,), generator=g))
+            order = torch.randperm(self.n_windows, generator=g)
+        w = self.tokens[offset:offset + self.n_windows * T + 1].unfold(0, T + 1, T)
+        per_rank = self.n_windows // self.world_size
+        return w[order[self.rank * per_rank:(self.rank + 1) * per_rank]]
 
     def __iter__(self) -> Iterator[Tensor]:
         if self._resume_at is not None:  # restored from a checkpoint
@@ -166,16 +182,10 @@ class Batches:
         if start >= len(self):  # the checkpoint was taken at the end of an epoch
             start, self.epoch = 0, self.epoch + 1
         self._started, self.consumed = True, start
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(len(self.data), generator=g)
-        else:
-            order = torch.arange(len(self.data))
-        per_rank = len(self.data) // self.world_size
-        order = order[self.rank * per_rank:(self.rank + 1) * per_rank]
+        w = self.windows()
         for i in range(start, len(self)):
             self.consumed = i + 1  # Lightning does not prefetch from a loader of known length
-            yield self.data[order[i * self.batch_size:(i + 1) * self.batch_size]]
+            yield w[i * self.batch_size:(i + 1) * self.batch_size]
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "consumed": self.consumed}
@@ -211,7 +221,7 @@ class TextDataModule(L.LightningDataModule):
             if not 0 <= getattr(self.hparams, name) < 0.5:
                 raise ValueError(f"--data.{name} must lie in [0, 0.5), got {getattr(self.hparams, name)}")
         self.tokenizer = None
-        self.splits: dict[str, Tensor] | None = None
+        self.splits: dict[str, Tensor] | None = None  # each split's token ids, 1-D
         self._loaders: dict[str, Batches] = {}
 
     # -- reading, tokenizing, checking ---------------------------------------------------------
@@ -234,12 +244,12 @@ class TextDataModule(L.LightningDataModule):
         self.splits = {}
         for split, text in texts.items():
             ids = encode(self.tokenizer, text)
-            w = windows(ids, hp.block_size)
-            if split == "train" and len(w) == 0 or split != "train" and text and len(w) == 0:
+            need = 2 * hp.block_size if split == "train" else hp.block_size + 1
+            if len(ids) < need:
                 raise ValueError(f"--data.path {hp.path or 'pydoc_data.topics'}: the {split} split has {len(ids)} "
-                                 f"tokens, fewer than --data.block_size + 1 = {hp.block_size + 1}: "
+                                 f"tokens, fewer than {need} (--data.block_size {hp.block_size}): "
                                  "lower --data.block_size or give more text")
-            self.splits[split] = w
+            self.splits[split] = torch.tensor(ids, dtype=torch.long)
 
     def resolve_tokenizer(self, train_text: str, model: Any):
         """--data.tokenizer, else the model's, else a BPE of the model's vocab_size trained on ``train_text``."""
@@ -274,12 +284,13 @@ class TextDataModule(L.LightningDataModule):
             seed = int(torch.initial_seed()) % (1 << 31)
             train = split == "train"
             bs = self.hparams.batch_size if train else (self.hparams.eval_batch_size or self.hparams.batch_size)
-            data = self.splits[split]
-            if len(data) < world:
-                raise ValueError(f"--data.path: the {split} split has {len(data)} sequences of --data.block_size "
+            loader = Batches(self.splits[split], self.hparams.block_size, bs, shuffle=train, seed=seed,
+                             rank=rank, world_size=world, drop_last=train)
+            if loader.n_windows < world:
+                raise ValueError(f"--data.path: the {split} split has {loader.n_windows} sequences of --data.block_size "
                                  f"{self.hparams.block_size}, fewer than the {world} processes")
-            self._loaders[split] = Batches(data, min(bs, len(data) // world), shuffle=train, seed=seed,
-                                           rank=rank, world_size=world, drop_last=train)
+            loader.batch_size = max(1, min(bs, loader.n_windows // world))
+            self._loaders[split] = loader
         return self._loaders[split]
 
     def train_dataloader(self) -> Batches:

@@ -51,6 +51,14 @@ def context_length(model: nn.Module) -> int | None:
     return None
 
 
+def cache_argument(model: nn.Module) -> str:
+    """The KV-cache keyword of the model's forward: ``cache`` (transformers ≥ 5.2x) or ``past_key_values``."""
+    import inspect
+
+    forward = getattr(model, "get_base_model", lambda: model)().forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
 def left_pad(tokenizer: Any, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
     """Prompts as (input_ids, attention_mask), padded on the left as batched sampling wants."""
     rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -86,10 +94,11 @@ def sample(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = 
     position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     ids, step_ids, past = input_ids, input_ids, None
+    cache_kw = cache_argument(model)
     for _ in range(max_new_tokens):
-        out = model(input_ids=step_ids, attention_mask=mask, position_ids=position_ids,
-                    past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(input_ids=step_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                    **{cache_kw: past})
+        past = out["cache"] if "cache" in out else out["past_key_values"]
         logits = out.logits[:, -1].float()
         if temperature == 0:
             nxt = logits.argmax(-1)
