@@ -111,7 +111,7 @@ class MomentumSMoE(GlobalRNG, ZooModule):
             adam_mu: Adam's first-moment coefficient μ (β₁) in AdamSMoE.
             adam_beta: Adam's second-moment coefficient β (β₂) in AdamSMoE.
             adam_gamma: Adam's step size γ in AdamSMoE.
-            adam_eps: ε of Adam's denominator √m_t + ε.
+            adam_eps: ε of Adam's denominator √(m_t + ε).
             robust_L: smoothness constant L of robust momentum.
             robust_kappa: condition number κ = L/m of robust momentum (> 1).
             robust_rho: target rate ρ ∈ [1 − 1/√κ, 1 − 1/κ] of robust momentum.

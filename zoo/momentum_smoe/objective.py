@@ -13,7 +13,7 @@ Momentum is then added across the layers, with the state p_t carried from layer 
 
     AdamSMoE            p_t = μ p_{t−1} + (1 − μ) (−f(x_t))
                         m_t = β m_{t−1} + (1 − β) f(x_t) ⊙ f(x_t)
-                        x_{t+1} = x_t − γ p_t / (√m_t + ε)
+                        x_{t+1} = x_t − γ p_t / √(m_t + ε)
 
     Robust MomentumSMoE (the robust momentum method of Cyrus et al., 2018: f is evaluated at a
                         look-ahead point y_t)
@@ -86,11 +86,12 @@ def momentum_smoe_update(x: Tensor, f_x: Tensor, p_prev: Tensor, mu: float, gamm
 
 def adam_smoe_update(x: Tensor, f_x: Tensor, p_prev: Tensor, m_prev: Tensor, mu: float, beta: float,
                      gamma: float, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Adam: p_t = μ p_{t−1} + (1−μ)(−f);  m_t = β m_{t−1} + (1−β) f⊙f;  x_{t+1} = x_t − γ p_t/(√m_t + ε).
-    Returns (x_{t+1}, p_t, m_t)."""
+    """Adam: p_t = μ p_{t−1} + (1−μ)(−f);  m_t = β m_{t−1} + (1−β) f⊙f;  x_{t+1} = x_t − γ p_t/√(m_t + ε).
+    Returns (x_{t+1}, p_t, m_t). ε sits inside the root: √m has an infinite derivative at m = 0, which
+    a dropped-out (exactly zero) f would otherwise turn into NaN gradients."""
     p = mu * p_prev + (1 - mu) * (-f_x)
     m = beta * m_prev + (1 - beta) * f_x * f_x
-    return x - gamma * p / (m.sqrt() + eps), p, m
+    return x - gamma * p / (m + eps).sqrt(), p, m
 
 
 def robust_momentum_parameters(L: float, kappa: float, rho: float) -> tuple[float, float, float]:
