@@ -198,3 +198,18 @@ def test_learning_lowers_validation_perplexity(tmp_path, recipe):
 
     before, after = ppl(fresh), ppl(model)
     assert after < 0.25 * before, (before, after)
+
+
+def test_tiny_lm_release_loads_as_base_and_init_from():
+    x = torch.arange(12).view(2, 6)
+    released = zoo.load("tiny-lm")
+    hf = AutoModelForCausalLM.from_pretrained(hub.CHECKPOINTS / "tiny-lm").eval()
+    based = CausalLM(base="tiny-lm").eval()
+    hp = {k: v for k, v in released.hparams.items() if k not in ("base", "lora_r", "init_from")}
+    tuned = CausalLM(**hp, init_from="tiny-lm")
+    assert tuned.tokenizer is not None and len(tuned.tokenizer) == len(released.tokenizer)
+    tuned.setup("fit")  # what fit does first: the release's weights, in place
+    tuned.eval()
+    with torch.no_grad():
+        assert torch.equal(based(x), released(x)) and torch.equal(hf(x).logits, released(x))
+        assert torch.equal(tuned(x), released(x))

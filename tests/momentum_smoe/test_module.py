@@ -85,3 +85,16 @@ def test_learning_lowers_validation_perplexity(tmp_path, recipe):
     assert after < 0.25 * before, (before, after)
     assert ppl(model, attacked) > after  # the word-swap attack hurts
     assert float(cli.trainer.callback_metrics["val/load_entropy"]) > 0.5  # the experts are all in use
+
+
+@pytest.mark.parametrize("release", ["smoe-pydoc", "momentum-smoe-pydoc"])
+def test_releases_load_and_fine_tune_from(release):
+    released = zoo.load(release)
+    assert released.tokenizer is not None
+    hp = {k: v for k, v in released.hparams.items() if k != "init_from"}
+    tuned = MomentumSMoE(**hp, init_from=release)
+    assert len(tuned.tokenizer) == len(released.tokenizer)
+    tuned.setup("fit")
+    x = released.example_input_array
+    with torch.no_grad():
+        assert torch.equal(tuned.eval()(x), released(x))

@@ -20,7 +20,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.text import Perplexity
 
-from zoo.lm.module import GlobalRNG, warmup_cosine
+from zoo.lm.module import GlobalRNG, _release_tokenizer, warmup_cosine
 from zoo.lm.objective import next_token_nll
 from zoo.module import ZooModule
 from zoo.momentum_smoe.nets import VARIANTS, SMoELM, UpdateParams
@@ -128,7 +128,8 @@ class MomentumSMoE(GlobalRNG, ZooModule):
         params = UpdateParams(mu=mu, gamma=gamma, adam_mu=adam_mu, adam_beta=adam_beta, adam_gamma=adam_gamma,
                               adam_eps=adam_eps, robust_gamma=r_gamma, robust_mu=r_mu, robust_lambda=r_lambda)
         self.net = SMoELM(variants, vocab_size, n_positions, d_model, n_head, num_experts, top_k, d_hidden, dropout, params)
-        self.tokenizer = None
+        # a release's tokenizer comes with its weights, so that --model.init_from keeps the vocabulary
+        self.tokenizer = _release_tokenizer(init_from) if init_from is not None else None
         self.val_ppl, self.val_ppl_attacked = Perplexity(), Perplexity()
         self.test_ppl, self.test_ppl_attacked = Perplexity(), Perplexity()
         self.val_load = ExpertLoad(n_layer, num_experts)
