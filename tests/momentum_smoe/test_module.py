@@ -1,0 +1,100 @@
+"""The MomentumSMoE module: layer variants, metrics, releases with their tokenizer, learning."""
+import pytest
+import torch
+
+import zoo
+from zoo import hub
+from zoo.momentum_smoe import MomentumSMoE
+from zoo.momentum_smoe.module import ExpertLoad, layer_variants_of
+
+SMALL = dict(vocab_size=300, n_positions=16, d_model=16, n_layer=3, n_head=2, num_experts=4, top_k=2, d_hidden=8)
+
+
+def test_layer_variants():
+    assert layer_variants_of("adam", 4, None) == ["adam", "momentum", "momentum", "momentum"]
+    assert layer_variants_of("smoe", 2, None) == ["smoe", "smoe"]
+    assert layer_variants_of("momentum", 2, ["robust", "smoe"]) == ["robust", "smoe"]
+    with pytest.raises(ValueError, match="--model.layer_variants has 1 entries for --model.n_layer 2"):
+        layer_variants_of("momentum", 2, ["smoe"])
+    with pytest.raises(ValueError, match="unknown"):
+        layer_variants_of("momentum", 1, ["nesterov"])
+
+
+@pytest.mark.parametrize("variant", ["smoe", "momentum", "adam", "robust"])
+def test_every_variant_has_the_same_parameters_and_a_gradient(variant):
+    torch.manual_seed(0)
+    model = MomentumSMoE(variant=variant, **SMALL)
+    reference = MomentumSMoE(variant="smoe", **SMALL)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    ids = torch.randint(0, 300, (2, 12))
+    logits, s = model.net(ids)
+    assert logits.shape == (2, 12, 300) and len(s.balance) == len(s.routing) == 3
+    (logits.logsumexp(-1).mean() + torch.stack(s.balance).mean()).backward()
+    assert model.net.blocks[0].moe.router.weight.grad.abs().sum() > 0  # the balance loss reaches the router
+
+
+def test_eval_forward_is_deterministic_and_routing_is_top_k():
+    model = MomentumSMoE(variant="momentum", **SMALL).eval()
+    ids = torch.randint(0, 300, (2, 10))
+    assert torch.equal(model(ids), model(ids))
+    _, s = model.net(ids)
+    for r in s.routing:
+        assert r.shape == (20, 2) and (r[:, 0] != r[:, 1]).all()
+
+
+def test_expert_load_metric():
+    m = ExpertLoad(n_layer=2, num_experts=4)
+    m.update([torch.tensor([[0, 1], [2, 3]]), torch.tensor([[0, 1], [0, 1]])])
+    assert m.counts.tolist() == [[1, 1, 1, 1], [2, 2, 0, 0]]
+    assert float(m.compute()) == pytest.approx((torch.log(torch.tensor(4.0)) + torch.log(torch.tensor(2.0))).item() / 2)
+
+
+def test_release_keeps_the_tokenizer(tmp_path):
+    from zoo.lm import train_bpe
+
+    model = MomentumSMoE(**SMALL).eval()
+    model.tokenizer = train_bpe(["some text to learn from, some text again " * 20], vocab_size=300)
+    hub.save(model, tmp_path / "rel")
+    back = zoo.load(tmp_path / "rel")
+    x = model.example_input_array
+    with torch.no_grad():
+        assert torch.equal(back(x), model(x))
+    assert back.tokenizer("some text")["input_ids"] == model.tokenizer("some text")["input_ids"]
+
+
+def test_learning_lowers_validation_perplexity(tmp_path, recipe):
+    args = ["fit", "--config", "recipes/configs/momentum_smoe/tiny.yaml", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.max_steps", "150", "--trainer.val_check_interval", "150", "--trainer.limit_val_batches", "8",
+            "--model.lr", "0.01", "--model.warmup_steps", "10", "--data.batch_size", "8",
+            "--checkpoint.every_n_train_steps", "1000"]
+    cli = recipe("momentum_smoe").main(args)
+    model, dm = cli.model.eval(), cli.datamodule
+    fresh = MomentumSMoE(**{k: v for k, v in model.hparams.items() if k != "init_from" and not k.startswith("_")}).eval()
+    from torchmetrics.text import Perplexity
+
+    def ppl(m, loader):
+        metric = Perplexity()
+        with torch.no_grad():
+            for i, batch in enumerate(loader):
+                if i < 8:
+                    metric.update(m(batch)[:, :-1], batch[:, 1:])
+        return float(metric.compute())
+
+    val, attacked = dm.val_dataloader()
+    before, after = ppl(fresh, val), ppl(model, val)
+    assert after < 0.25 * before, (before, after)
+    assert ppl(model, attacked) > after  # the word-swap attack hurts
+    assert float(cli.trainer.callback_metrics["val/load_entropy"]) > 0.5  # the experts are all in use
+
+
+@pytest.mark.parametrize("release", ["smoe-pydoc", "momentum-smoe-pydoc"])
+def test_releases_load_and_fine_tune_from(release):
+    released = zoo.load(release)
+    assert released.tokenizer is not None
+    hp = {k: v for k, v in released.hparams.items() if k != "init_from"}
+    tuned = MomentumSMoE(**hp, init_from=release)
+    assert len(tuned.tokenizer) == len(released.tokenizer)
+    tuned.setup("fit")
+    x = released.example_input_array
+    with torch.no_grad():
+        assert torch.equal(tuned.eval()(x), released(x))

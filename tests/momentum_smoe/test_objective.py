@@ -1,0 +1,141 @@
+"""The MomentumSMoE updates, routing and balance loss against hand computations and brute force."""
+import math
+
+import pytest
+import torch
+
+from zoo.momentum_smoe.nets import Experts, SMoELM, UpdateParams
+from zoo.momentum_smoe.objective import (
+    adam_smoe_update,
+    expert_fractions,
+    load_balancing_loss,
+    load_entropy,
+    momentum_smoe_update,
+    robust_lookahead,
+    robust_momentum_parameters,
+    robust_momentum_smoe_update,
+    smoe_update,
+    top_k_routing,
+)
+
+
+def test_momentum_recursion_over_three_layers_by_hand():
+    # f(x) = 3 − x, x_0 = 1, μ = 0.7, γ = 0.5, p_{−1} = 0:
+    # t=0: f=2,    p=−2,                 x_1 = 1 + 1     = 2
+    # t=1: f=1,    p=−1 + 0.7·(−2) = −2.4, x_2 = 2 + 1.2   = 3.2
+    # t=2: f=−0.2, p=0.2 + 0.7·(−2.4) = −1.48, x_3 = 3.2 + 0.74 = 3.94
+    x, p = torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)
+    xs, ps = [], []
+    for _ in range(3):
+        x, p = momentum_smoe_update(x, 3 - x, p, mu=0.7, gamma=0.5)
+        xs.append(float(x))
+        ps.append(float(p))
+    assert xs == pytest.approx([2.0, 3.2, 3.94], abs=1e-12)
+    assert ps == pytest.approx([-2.0, -2.4, -1.48], abs=1e-12)
+
+
+def test_mu_zero_gamma_one_is_smoe_exactly():
+    g = torch.Generator().manual_seed(0)
+    x, f, p = (torch.randn(4, 5, generator=g) for _ in range(3))
+    x1, _ = momentum_smoe_update(x, f, p, mu=0.0, gamma=1.0)
+    assert torch.equal(x1, smoe_update(x, f))
+
+
+def test_mu_zero_gamma_one_model_equals_smoe_model_bitwise():
+    torch.manual_seed(0)
+    args = dict(vocab_size=50, n_positions=16, d_model=16, n_head=2, num_experts=4, top_k=2, d_hidden=8, dropout=0.0)
+    smoe = SMoELM(["smoe"] * 3, params=UpdateParams(), **args).eval()
+    mom = SMoELM(["momentum"] * 3, params=UpdateParams(mu=0.0, gamma=1.0), **args).eval()
+    mom.load_state_dict(smoe.state_dict())
+    ids = torch.randint(0, 50, (3, 12))
+    assert torch.equal(mom(ids)[0], smoe(ids)[0])
+    mom.blocks[1].params.mu = 0.7  # and momentum does change the function
+    assert not torch.allclose(mom(ids)[0], smoe(ids)[0])
+
+
+def test_adam_update_over_two_layers_by_hand():
+    # constant f_0 = 2, f_1 = −1; μ = 0.9, β = 0.999, γ = 1, ε = 0
+    x, p, m = torch.tensor(0.0, dtype=torch.float64), 0.0, 0.0
+    x, p, m = adam_smoe_update(x, torch.tensor(2.0, dtype=torch.float64), p, m, mu=0.9, beta=0.999, gamma=1.0, eps=0.0)
+    assert float(p) == pytest.approx(-0.2) and float(m) == pytest.approx(0.004)
+    assert float(x) == pytest.approx(0.2 / math.sqrt(0.004))
+    x, p, m = adam_smoe_update(x, torch.tensor(-1.0, dtype=torch.float64), p, m, mu=0.9, beta=0.999, gamma=1.0, eps=0.0)
+    assert float(p) == pytest.approx(-0.08) and float(m) == pytest.approx(0.004996)
+    assert float(x) == pytest.approx(0.2 / math.sqrt(0.004) + 0.08 / math.sqrt(0.004996))
+
+
+def test_robust_parameters_by_hand_and_bad_rho():
+    gamma, mu, lam = robust_momentum_parameters(L=1.0, kappa=2.0, rho=0.5)
+    assert (gamma, mu, lam) == pytest.approx((0.75, 0.25, 1 / 3))
+    gamma, mu, lam = robust_momentum_parameters(L=4.0, kappa=4.0, rho=0.6)
+    assert gamma == pytest.approx(4 * 0.16 * 1.6 / 4) and mu == pytest.approx(4 * 0.216 / 3)
+    assert lam == pytest.approx(0.216 / (3 * 0.16 * 1.6))
+    with pytest.raises(ValueError, match="robust_rho"):
+        robust_momentum_parameters(L=1.0, kappa=2.0, rho=0.9)
+    with pytest.raises(ValueError, match="robust_kappa"):
+        robust_momentum_parameters(L=1.0, kappa=1.0, rho=0.0)
+
+
+def test_robust_momentum_equals_the_method_of_cyrus_et_al():
+    # F(x) = ½ aᵀ(x⊙x) with a ∈ [m, L]; f = −∇F. Cyrus et al.: x_{k+1} = x_k + β(x_k − x_{k−1}) − α∇F(y_k),
+    # y_k = x_k + γ(x_k − x_{k−1}).
+    L, kappa, rho = 2.0, 4.0, 0.6
+    alpha, beta, gam = robust_momentum_parameters(L, kappa, rho)
+    a = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    grad = lambda z: a * z  # noqa: E731
+    x_prev = x = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    ours_x, ours_p = x.clone(), torch.zeros(3, dtype=torch.float64)
+    for _ in range(6):
+        y = x + gam * (x - x_prev)
+        x_prev, x = x, x + beta * (x - x_prev) - alpha * grad(y)
+        y_ours = robust_lookahead(ours_x, ours_p, alpha, gam)
+        ours_x, ours_p = robust_momentum_smoe_update(ours_x, -grad(y_ours), ours_p, beta, alpha)
+        torch.testing.assert_close(ours_x, x)
+    assert x.abs().max() < 0.5  # and it does converge
+
+
+def test_top_k_routing_matches_brute_force():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(9, 6, generator=g, dtype=torch.float64)
+    idx, w = top_k_routing(logits, 3)
+    for n in range(9):
+        row = logits[n].tolist()
+        best = sorted(range(6), key=lambda i: -row[i])[:3]
+        z = [math.exp(row[i]) for i in best]
+        assert idx[n].tolist() == best
+        assert w[n].tolist() == pytest.approx([v / sum(z) for v in z])
+
+
+def test_experts_output_matches_brute_force():
+    torch.manual_seed(0)
+    experts = Experts(num_experts=5, d_model=4, d_hidden=3).double()
+    x = torch.randn(7, 4, dtype=torch.float64)
+    idx, w = top_k_routing(torch.randn(7, 5, dtype=torch.float64), 2)
+    out = experts(x, idx, w)
+    for n in range(7):
+        expected = sum(w[n, j] * (torch.relu(x[n] @ experts.w1[e] + experts.b1[e]) @ experts.w2[e] + experts.b2[e])
+                       for j, e in enumerate(idx[n].tolist()))
+        torch.testing.assert_close(out[n], expected)
+
+
+def test_load_balancing_loss_matches_brute_force():
+    g = torch.Generator().manual_seed(2)
+    N, E, k = 11, 4, 2
+    logits = torch.randn(N, E, generator=g, dtype=torch.float64)
+    idx, _ = top_k_routing(logits, k)
+    probs = [[math.exp(v) / sum(math.exp(u) for u in row) for v in row] for row in logits.tolist()]
+    loss = 0.0
+    for i in range(E):
+        f_i = sum(1 for n in range(N) for j in range(k) if idx[n, j] == i) / (N * k)
+        P_i = sum(probs[n][i] for n in range(N)) / N
+        loss += f_i * P_i
+    assert float(load_balancing_loss(logits, idx)) == pytest.approx(E * loss)
+    # a uniform router with uniform loads scores exactly 1
+    uniform_idx = torch.arange(8).remainder(4).view(4, 2)
+    assert float(load_balancing_loss(torch.zeros(4, 4), uniform_idx)) == pytest.approx(1.0)
+
+
+def test_load_entropy():
+    assert float(load_entropy(torch.tensor([5.0, 5.0, 5.0, 5.0]))) == pytest.approx(math.log(4))
+    assert float(load_entropy(torch.tensor([0.0, 7.0, 0.0]))) == pytest.approx(0.0)
+    assert expert_fractions(torch.tensor([[0, 1], [1, 2]]), 4).tolist() == [0.25, 0.5, 0.25, 0.0]

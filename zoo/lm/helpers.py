@@ -1,0 +1,143 @@
+"""What the language-model methods share: loading a base model, batched sampling with the KV cache,
+LoRA through PEFT."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def resolve_base(base: str, flag: str = "--model.base") -> str:
+    """A zoo release id (sha256-verified) or a local directory → its path; anything else is taken as
+    a name on the HF hub and returned as is."""
+    from zoo import hub
+
+    if base in hub.registry():
+        weights, _ = hub._files(base)  # verifies the release's sums
+        return str(weights.parent)
+    p = Path(base).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise ValueError(f"{flag} {base}: the folder has no config.json; expected a directory written by "
+                             "save_pretrained (an HF causal LM) or a zoo release id")
+        return str(p)
+    return base
+
+
+def load_causal_lm(base: str, flag: str = "--model.base") -> tuple[nn.Module, Any]:
+    """(model, tokenizer or None) of an HF causal LM given by zoo id, directory or hub name."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = resolve_base(base, flag)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(where)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{flag} {base!r}: cannot load a causal LM from it ({str(e)[:300]}); offline, give a "
+                         "local save_pretrained directory or the zoo's 'tiny-lm'") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+    except (OSError, ValueError):
+        tokenizer = None
+    return model, tokenizer
+
+
+def context_length(model: nn.Module) -> int | None:
+    cfg = getattr(model, "config", None)
+    for name in ("n_positions", "max_position_embeddings"):
+        if cfg is not None and getattr(cfg, name, None):
+            return int(getattr(cfg, name))
+    return None
+
+
+def cache_argument(model: nn.Module) -> str:
+    """The KV-cache keyword of the model's forward: ``cache`` (transformers ≥ 5.2x) or ``past_key_values``."""
+    import inspect
+
+    forward = getattr(model, "get_base_model", lambda: model)().forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def left_pad(tokenizer: Any, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+    """Prompts as (input_ids, attention_mask), padded on the left as batched sampling wants."""
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r)
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def sample(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None, max_new_tokens: int = 32,
+           temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None,
+           eos_token_id: int | None = None, pad_token_id: int | None = None) -> tuple[Tensor, Tensor]:
+    """Continue a batch of (left-padded) prompts, reusing the KV cache: one forward pass per new token.
+
+    ``temperature`` 0 is greedy decoding; ``top_k`` keeps the k most likely tokens; ``generator``
+    makes the draws reproducible. Once a sequence has produced ``eos_token_id`` it is padded with
+    ``pad_token_id``. Returns (ids [B, T + max_new_tokens], attention_mask of the same shape).
+    """
+    B, T = input_ids.shape
+    limit = context_length(model)
+    if limit is not None and T + max_new_tokens > limit:
+        raise ValueError(f"a prompt of {T} tokens plus max_new_tokens={max_new_tokens} exceeds the model's "
+                         f"context of {limit} positions: shorten the prompt or lower max_new_tokens")
+    dev = input_ids.device
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(dev).long()
+    pad = pad_token_id if pad_token_id is not None else (eos_token_id if eos_token_id is not None else 0)
+    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
+    ids, step_ids, past = input_ids, input_ids, None
+    cache_kw = cache_argument(model)
+    for _ in range(max_new_tokens):
+        out = model(input_ids=step_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                    **{cache_kw: past})
+        past = out["cache"] if "cache" in out else out["past_key_values"]
+        logits = out.logits[:, -1].float()
+        if temperature == 0:
+            nxt = logits.argmax(-1)
+        else:
+            logits = logits / temperature
+            if top_k is not None and top_k < logits.shape[-1]:
+                kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = torch.softmax(logits, -1)
+            nxt = torch.multinomial(probs.cpu() if generator is not None and generator.device.type == "cpu" else probs,
+                                    1, generator=generator).squeeze(1).to(dev)
+        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+        if eos_token_id is not None:
+            done |= nxt == eos_token_id
+        step_ids, position_ids = nxt[:, None], position_ids[:, -1:] + 1
+        if done.all():
+            fill = max_new_tokens - (ids.shape[1] - T)
+            ids = torch.cat([ids, ids.new_full((B, fill), pad)], dim=1)
+            mask = torch.cat([mask, mask.new_zeros((B, fill))], dim=1)
+            break
+    return ids, mask
+
+
+def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+             target_modules: Sequence[str] | str | None = None) -> nn.Module:
+    """The model with LoRA adapters of rank ``r`` (PEFT); only the adapters stay trainable.
+
+    ``target_modules`` defaults to PEFT's choice for known architectures (``c_attn`` for GPT-2) and to
+    every linear layer otherwise."""
+    from peft import LoraConfig, get_peft_model
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    if r < 1:
+        raise ValueError(f"--model.lora_r must be at least 1 to add LoRA adapters, got {r}")
+    if target_modules is None:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        target_modules = DEFAULTS.get(model_type, "all-linear")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
+                        target_modules=list(target_modules) if not isinstance(target_modules, str) else target_modules)
+    return get_peft_model(model, config)

@@ -1,0 +1,213 @@
+"""A causal language model trained by next-token prediction: the zoo's base LM.
+
+    loss = −(1/N) Σ_t log p_θ(y_{t+1} | y_{≤t})            (zoo/lm/objective.py: next_token_nll)
+    perplexity = exp(loss) on held-out text
+
+With no ``base`` it is a fresh GPT-2 (Hugging Face ``GPT2LMHeadModel``) of the given size, with a
+byte-level BPE trained on the corpus: ``python recipes/lm.py fit`` pretrains the zoo's ``tiny-lm`` on
+the embedded corpus. With ``--model.base`` it starts from any HF causal LM (hub name, directory, or
+zoo id such as ``tiny-lm``) and its tokenizer; ``--model.lora_r 8`` trains LoRA adapters only.
+
+Releases are save_pretrained directories: ``transformers.AutoModelForCausalLM.from_pretrained(dir)``
+and ``AutoTokenizer.from_pretrained(dir)`` read them as well as ``zoo.load``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics.text import Perplexity
+
+from zoo.lm.helpers import add_lora, load_causal_lm, resolve_base
+from zoo.lm.objective import next_token_nll
+from zoo.module import ZooModule
+
+
+def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.1) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to ``floor``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class GlobalRNG:
+    """Save and restore torch's global random state with the checkpoint (dropout draws from it), so that
+    a resumed run continues the very same stream."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+        if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+
+
+class CausalLM(GlobalRNG, ZooModule):
+    """A GPT-2-architecture causal LM (or any HF causal LM) trained by next-token prediction."""
+
+    curve_metrics = ("val/ppl", "train/loss")
+
+    def __init__(
+        self,
+        base: str | None = None,
+        vocab_size: int = 4096,
+        n_positions: int = 256,
+        n_embd: int = 128,
+        n_layer: int = 4,
+        n_head: int = 4,
+        dropout: float = 0.0,
+        lr: float = 3e-3,
+        weight_decay: float = 0.1,
+        warmup_steps: int = 100,
+        lora_r: int = 0,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.0,
+        init_from: str | None = None,
+    ) -> None:
+        """
+        Args:
+            base: an HF causal LM to start from: a zoo id (``tiny-lm``), a save_pretrained directory or a
+                hub name; its tokenizer comes with it. None: a fresh GPT-2 of the size below.
+            vocab_size: token embeddings of a fresh model; the BPE trained for it has this many tokens.
+            n_positions: context length of a fresh model (the longest --data.block_size it takes).
+            n_embd: width of a fresh model.
+            n_layer: transformer blocks of a fresh model.
+            n_head: attention heads of a fresh model.
+            dropout: dropout of a fresh model (residual, attention and embedding).
+            lr: AdamW peak learning rate (linear warm-up, cosine decay to a tenth at trainer.max_steps).
+            weight_decay: AdamW weight decay of the matrices (not of biases, norms, embeddings of position).
+            warmup_steps: learning-rate warm-up steps.
+            lora_r: rank of LoRA adapters (PEFT) on the attention projections; 0 trains every weight.
+            lora_alpha: LoRA scale α (the update is α/r · B A).
+            lora_dropout: dropout on the LoRA branch.
+            init_from: start from a released checkpoint (id or path).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer = None
+        if base is not None:
+            self.model, self.tokenizer = load_causal_lm(base)
+        else:
+            from transformers import GPT2Config, GPT2LMHeadModel
+
+            if n_embd % n_head:
+                raise ValueError(f"--model.n_embd {n_embd} must be a multiple of --model.n_head {n_head}")
+            config = GPT2Config(vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
+                                n_head=n_head, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+                                bos_token_id=0, eos_token_id=0, pad_token_id=1)
+            self.model = GPT2LMHeadModel(config)
+        if init_from is not None and self.tokenizer is None:
+            self.tokenizer = _release_tokenizer(init_from)
+        if lora_r > 0:
+            self.model = add_lora(self.model, lora_r, lora_alpha, lora_dropout)
+        self.val_ppl, self.test_ppl = Perplexity(), Perplexity()
+        self.val_ppl_attacked, self.test_ppl_attacked = Perplexity(), Perplexity()
+        self.example_input_array = torch.arange(16).remainder(min(vocab_size, self.config.vocab_size)).view(2, 8)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        """Next-token logits [B, T, V] of token ids [B, T]."""
+        return self.model(input_ids=input_ids).logits
+
+    # -- starting points -------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        init_from = self.hparams.get("init_from")
+        if stage == "fit" and init_from and self._initialised_from != init_from:
+            path = Path(resolve_base(init_from, "--model.init_from")) if not str(init_from).endswith(".ckpt") else None
+            if path is not None and (path / "config.json").exists():  # a release in HF format
+                from transformers import AutoModelForCausalLM
+
+                source = AutoModelForCausalLM.from_pretrained(path)
+                target = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+                target.load_state_dict(source.state_dict(), strict=True)
+                self._initialised_from = init_from
+                return
+        super().setup(stage)
+
+    # -- training ----------------------------------------------------------------------------------
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        loss = next_token_nll(self(batch), batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch.shape[0])
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch.shape[0])
+        return loss
+
+    def _evaluate(self, stage: str, batch: Tensor, dataloader_idx: int) -> None:
+        suffix = "_attacked" if dataloader_idx == 1 else ""  # the word-swap copy (--data.attack_rate)
+        ppl = getattr(self, f"{stage}_ppl{suffix}")
+        ppl.update(self(batch)[:, :-1].float(), batch[:, 1:])
+        self.log(f"{stage}/ppl{suffix}", ppl, prog_bar=not suffix, batch_size=batch.shape[0], add_dataloader_idx=False)
+
+    def validation_step(self, batch: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate("val", batch, dataloader_idx)
+
+    def test_step(self, batch: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate("test", batch, dataloader_idx)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay = [p for n, p in self.named_parameters() if p.requires_grad and p.ndim >= 2 and "wpe" not in n]
+        rest = [p for n, p in self.named_parameters() if p.requires_grad and not (p.ndim >= 2 and "wpe" not in n)]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                                 {"params": rest, "weight_decay": 0.0}], lr=hp.lr, betas=(0.9, 0.95))
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else 10_000
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, hp.warmup_steps, total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- releases in HF format -------------------------------------------------------------------
+
+    def hf_model(self):
+        """The plain HF model (LoRA adapters merged into a copy)."""
+        if hasattr(self.model, "merge_and_unload"):
+            return copy.deepcopy(self.model).merge_and_unload()
+        return self.model
+
+    def save_release(self, directory: Path) -> None:
+        self.hf_model().save_pretrained(directory, safe_serialization=True)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(directory)
+
+    @classmethod
+    def load_release(cls, directory: Path, init_args: dict[str, Any]) -> "CausalLM":
+        init_args = {**init_args, "base": str(directory), "lora_r": 0}  # adapters were merged at release
+        init_args.pop("init_from", None)
+        return cls(**init_args)
+
+    @torch.no_grad()
+    def release_metrics(self) -> dict[str, float]:
+        """Test perplexity of the released model on the embedded corpus' test split."""
+        if self.trainer is None or self.trainer.datamodule is None:
+            return {}
+        loaders = self.trainer.datamodule.test_dataloader()
+        ppl = Perplexity()
+        for batch in loaders[0] if isinstance(loaders, list) else loaders:
+            ppl.update(self(batch)[:, :-1].float(), batch[:, 1:])
+        return {"test/ppl": float(ppl.compute()), "parameters": float(sum(p.numel() for p in self.parameters()))}
+
+
+def _release_tokenizer(init_from: str):
+    """The tokenizer saved in a release directory, if any (so that --model.init_from keeps its vocabulary)."""
+    try:
+        path = Path(resolve_base(init_from, "--model.init_from"))
+    except ValueError:
+        return None
+    if (path / "tokenizer.json").exists():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path)
+    return None
