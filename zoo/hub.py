@@ -193,7 +193,13 @@ def load(id_or_path: str | Path, map_location: str | torch.device = "cpu") -> to
 
 def load_weights(module: torch.nn.Module, id_or_path: str | Path) -> None:
     """Load a release's weights into an existing module (fine-tuning); shapes must match."""
-    weights, _ = _files(id_or_path)
+    weights, hparams = _files(id_or_path)
+    if hparams is not None:
+        cls, init_args = _read_hparams(hparams)
+        if hasattr(cls, "load_release"):  # stored in another format: read it the way the method does
+            init_args.pop("init_from", None)
+            _load_into(module, cls.load_release(weights.parent, init_args).state_dict(), weights.parent)
+            return
     _load_into(module, _read_state_dict(weights), weights)
 
 
