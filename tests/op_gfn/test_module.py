@@ -47,7 +47,7 @@ def test_uniform_backward_policy_is_one_over_the_number_of_parents():
 
 
 def test_tb_reaches_exact_l1_below_0_03_on_the_8x8_hypergrid():
-    """The issue's target: batch 128, 250 iterations, exact L1 ≤ 0.03."""
+    """Batch 128, 250 iterations: exact L1 ≤ 0.03."""
     m = train(OPGFN(height=8, loss="tb", batch_size=128), 250)
     p = m.exact_distribution()
     r = m.enumeration["objectives"][:, 0]

@@ -23,9 +23,9 @@ Momentum is then added across the layers, with the state p_t carried from layer 
                         with γ = κ(1 − ρ)²(1 + ρ)/L, μ = κρ³/(κ − 1), λ = ρ³/((κ − 1)(1 − ρ)²(1 + ρ)),
                         κ = L/m the condition number and ρ ∈ [1 − 1/√κ, 1 − 1/κ] the target rate.
 
-(The issue text writes x_{t+1} = x_t + γ p_t; with p_t = −f(x_t) + μ p_{t−1} that sign would turn
-μ = 0, γ = 1 into x_t − f(x_t), not SMoE. The paper's heavy-ball form x_{t+1} = x_t − γ p_t is used
-here, which reduces to SMoE exactly.)
+(Written x_{t+1} = x_t + γ p_t, with p_t = −f(x_t) + μ p_{t−1}, the sign would turn μ = 0, γ = 1 into
+x_t − f(x_t), not SMoE. The paper's heavy-ball form x_{t+1} = x_t − γ p_t is used here, which reduces
+to SMoE exactly.)
 
 Routing: router logits s(x) = W_g x + b_g ∈ R^E; the top-k experts by s are chosen and their gates are
 the softmax of their k logits, g = softmax(s_{top-k}). Load balancing (Switch/GShard style):
