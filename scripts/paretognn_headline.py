@@ -55,8 +55,10 @@ def run(data: str, variant: str, seed: int, steps: int | None, tmp: Path) -> dic
             "--trainer.default_root_dir", str(tmp / f"{data}-{variant}-{seed}"), "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false", "--trainer.logger", "false", "--checkpoint.save_last", "false",
             "--checkpoint.every_n_train_steps", "0"]
-    if steps:
-        args += ["--trainer.max_steps", str(steps)]
+    import yaml
+
+    steps = steps or yaml.safe_load(config.read_text())["trainer"]["max_steps"]
+    args += ["--trainer.max_steps", str(steps), "--data.steps_per_epoch", str(steps)]  # one evaluation, at the end
     cli = recipe.main(args)
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("eval/")}
 

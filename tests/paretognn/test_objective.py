@@ -100,10 +100,10 @@ def closed_form_two(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_min_norm_2_cases():
     e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     gram = lambda a, b: (a @ a, a @ b, b @ b)  # noqa: E731
-    assert min_norm_2(*gram(e1, e2)).item() == pytest.approx(0.5)
-    assert min_norm_2(*gram(e1, 2 * e1)).item() == 1.0  # a lies inside: all weight on the shorter a
-    assert min_norm_2(*gram(3 * e1, e1 + 0.1 * e2)).item() == 0.0  # b is the min-norm point
-    assert min_norm_2(*gram(e1, -e1)).item() == pytest.approx(0.5)  # opposite gradients cancel
+    assert min_norm_2(*gram(e1, e2)) == pytest.approx(0.5)
+    assert min_norm_2(*gram(e1, 2 * e1)) == 1.0  # a lies inside: all weight on the shorter a
+    assert min_norm_2(*gram(3 * e1, e1 + 0.1 * e2)) == 0.0  # b is the min-norm point
+    assert min_norm_2(*gram(e1, -e1)) == pytest.approx(0.5)  # opposite gradients cancel
 
 
 @pytest.mark.parametrize("seed", range(10))

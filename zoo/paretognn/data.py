@@ -58,7 +58,7 @@ def shared_data_dirs() -> list[Path]:
 # -- the embedded default ------------------------------------------------------------------
 
 def contextual_sbm(n_nodes: int = 1500, n_classes: int = 5, n_features: int = 64, avg_degree: float = 8.0,
-                   homophily: float = 0.8, feature_snr: float = 0.3, seed: int = 0) -> Data:
+                   homophily: float = 0.6, feature_snr: float = 0.3, seed: int = 0) -> Data:
     """A contextual stochastic block model (Deshpande et al. 2018): balanced classes; an edge
     between two nodes with probability p_in within a class and p_out across, chosen so that the
     expected degree is ``avg_degree`` and a fraction ``homophily`` of edges stays within a class;
@@ -306,7 +306,7 @@ class GraphDataModule(L.LightningDataModule):
         n_classes: int = 5,
         n_features: int = 64,
         avg_degree: float = 8.0,
-        homophily: float = 0.8,
+        homophily: float = 0.6,
         feature_snr: float = 0.3,
         data_seed: int = 0,
         val_edges: float = 0.05,

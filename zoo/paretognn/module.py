@@ -108,6 +108,7 @@ class ParetoGNN(ZooModule):
         minsg_edge_drop: float = 0.3,
         minsg_feat_drop: float = 0.3,
         tau: float = 0.1,
+        contrast_nodes: int = 1024,
         decor_edge_drop: float = 0.2,
         decor_feat_drop: float = 0.2,
         decor_lambda: float = 1e-3,
@@ -137,6 +138,8 @@ class ParetoGNN(ZooModule):
             minsg_edge_drop: edge drop rate of each contrastive view.
             minsg_feat_drop: feature-column mask rate of each contrastive view.
             tau: InfoNCE temperature τ.
+            contrast_nodes: nodes of the two views that InfoNCE contrasts (all of them when 0 or fewer);
+                its cost is quadratic in this number (ParetoGNN samples its contrastive subgraphs likewise).
             decor_edge_drop: edge drop rate of each CCA-SSG view.
             decor_feat_drop: feature-column mask rate of each CCA-SSG view.
             decor_lambda: CCA-SSG's decorrelation weight λ.
@@ -187,6 +190,9 @@ class ParetoGNN(ZooModule):
             h1 = enc(mask_features(x, feat_p, g), drop_edges(edge_index, edge_p, g))
             h2 = enc(mask_features(x, feat_p, g), drop_edges(edge_index, edge_p, g))
             if task == "minsg":
+                if 0 < hp.contrast_nodes < n:
+                    keep = torch.randperm(n, generator=g, device=g.device)[: hp.contrast_nodes].to(x.device)
+                    h1, h2 = h1[keep], h2[keep]
                 return infonce_loss(heads.projector(h1), heads.projector(h2), hp.tau)
             return cca_ssg_loss(h1, h2, hp.decor_lambda)
         if task == "link":

@@ -24,6 +24,7 @@ between the current point and the vertex e_t with t = argmin_r (M α)_r (min_nor
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -101,11 +102,11 @@ def normalise_gradients(grads: Tensor, kind: str = "l2", losses: Tensor | None =
     raise ValueError(f"unknown gradient normalisation {kind!r}; use l2, loss or none")
 
 
-def min_norm_2(g11: Tensor, g12: Tensor, g22: Tensor) -> Tensor:
-    """γ ∈ [0, 1] minimising ‖γ a + (1 − γ) b‖² given ⟨a,a⟩, ⟨a,b⟩, ⟨b,b⟩ (closed form)."""
-    denom = (g11 + g22 - 2 * g12).clamp_min(1e-20)
-    gamma = (g22 - g12) / denom
-    return gamma.clamp(0.0, 1.0)
+def min_norm_2(g11: float, g12: float, g22: float) -> float:
+    """γ ∈ [0, 1] minimising ‖γ a + (1 − γ) b‖² given ⟨a,a⟩, ⟨a,b⟩, ⟨b,b⟩ (closed form):
+    γ = ⟨b − a, b⟩ / ‖a − b‖², clipped to [0, 1]."""
+    g11, g12, g22 = float(g11), float(g12), float(g22)
+    return min(1.0, max(0.0, (g22 - g12) / max(g11 + g22 - 2 * g12, 1e-20)))
 
 
 def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-5) -> Tensor:
@@ -113,37 +114,33 @@ def min_norm_weights(gram: Tensor, max_iter: int = 250, tol: float = 1e-5) -> Te
 
     Starts from the best pair (the closed form on every pair, as Sener & Koltun's solver),
     which is the exact answer for T = 2; then Frank–Wolfe steps with exact line search until
-    the weights move less than ``tol`` in L1.
+    the weights move less than ``tol`` in L1. The T × T problem is solved in float64 on the CPU.
     """
-    gram = gram.double()
-    n = gram.shape[0]
-    if n == 1:
-        return torch.ones(1, dtype=gram.dtype, device=gram.device)
-    best, alpha = None, None
+    m = gram.detach().double().cpu().numpy()
+    n = m.shape[0]
+    best, alpha = np.inf, np.ones(1)
     for i in range(n):
         for j in range(i + 1, n):
-            g = min_norm_2(gram[i, i], gram[i, j], gram[j, j])
-            cost = g * g * gram[i, i] + 2 * g * (1 - g) * gram[i, j] + (1 - g) ** 2 * gram[j, j]
-            if best is None or cost < best:
-                best = cost
-                alpha = torch.zeros(n, dtype=gram.dtype, device=gram.device)
+            g = min_norm_2(m[i, i], m[i, j], m[j, j])
+            cost = g * g * m[i, i] + 2 * g * (1 - g) * m[i, j] + (1 - g) ** 2 * m[j, j]
+            if cost < best:
+                best, alpha = cost, np.zeros(n)
                 alpha[i], alpha[j] = g, 1 - g
-    if n == 2:
-        return alpha
-    for _ in range(max_iter):
-        m_alpha = gram @ alpha
-        t = int(torch.argmin(m_alpha))
-        gamma = min_norm_2(alpha @ m_alpha, m_alpha[t], gram[t, t])
+    for _ in range(max_iter if n > 2 else 0):
+        m_alpha = m @ alpha
+        t = int(np.argmin(m_alpha))
+        gamma = min_norm_2(alpha @ m_alpha, m_alpha[t], m[t, t])
         new = gamma * alpha
         new[t] += 1 - gamma
-        if (new - alpha).abs().sum() < tol:
-            return new
+        if np.abs(new - alpha).sum() < tol:
+            alpha = new
+            break
         alpha = new
-    return alpha
+    return torch.from_numpy(alpha)
 
 
 def mgda_weights(grads: Tensor, normalisation: str = "l2", losses: Tensor | None = None,
                  max_iter: int = 250, tol: float = 1e-5) -> Tensor:
     """The min-norm task weights [T] for per-task gradients [T, P] of the shared parameters."""
     g = normalise_gradients(grads.double(), normalisation, None if losses is None else losses.double())
-    return min_norm_weights(g @ g.T, max_iter, tol).to(grads.dtype)
+    return min_norm_weights(g @ g.T, max_iter, tol).to(grads.device, grads.dtype)
