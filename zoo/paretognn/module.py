@@ -62,7 +62,7 @@ def mask_features(x: Tensor, p: float, g: torch.Generator) -> Tensor:
     return x * keep.to(x.device, x.dtype)
 
 
-def dropout(x: Tensor, p: float, g: torch.Generator) -> Tensor:
+def drop_entries(x: Tensor, p: float, g: torch.Generator) -> Tensor:
     """Inverted dropout of single entries from the generator (F.dropout draws from the global RNG)."""
     if p <= 0:
         return x
@@ -197,7 +197,7 @@ class ParetoGNN(ZooModule):
             return cca_ssg_loss(h1, h2, hp.decor_lambda)
         if task == "link":
             ei, pos, neg = split_link_targets(edge_index, n, hp.link_fraction, hp.link_neg_ratio, g)
-            h = enc(dropout(x, hp.link_feat_drop, g), ei)
+            h = enc(drop_entries(x, hp.link_feat_drop, g), ei)
             return link_reconstruction_loss(heads.link_logits(h, pos), heads.link_logits(h, neg))
         raise ValueError(f"unknown task {task!r}")
 
