@@ -8,14 +8,13 @@ Each run trains recipes/configs/paretognn/<data>.yaml (csbm: default.yaml) with 
 of its variant and the given seed, then reads the four downstream metrics of the final encoder.
 The table gives mean ± std over seeds, the average score over the four tasks (ParetoGNN's
 eval.py: accuracy, NMI, AUC, partition accuracy) and the average rank across the four tasks.
-Cora's raw files are copied from a local shared/data/planetoid (data.shared_data_dirs) into
+Cora's raw files are copied from a local shared/data/planetoid (data.copy_shared_planetoid) into
 data/cache/pyg when they are not there yet.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from zoo.paretognn.data import shared_data_dirs  # noqa: E402
+from zoo.paretognn.data import copy_shared_planetoid  # noqa: E402
 from zoo.paretognn.downstream import HEADLINE  # noqa: E402
 from zoo.paretognn.objective import TASKS  # noqa: E402
 
@@ -34,16 +33,6 @@ VARIANTS = {"mgda": ["--model.weighting", "mgda"], "equal": ["--model.weighting"
             **{t: ["--model.tasks", f"[{t}]"] for t in TASKS}}
 NAMES = {"eval/node_acc": "node acc", "eval/nmi": "NMI", "eval/link_auc": "link AUC",
          "eval/link_hits20": "Hits@20", "eval/partition_acc": "partition acc"}
-
-
-def prepare_planetoid(name: str, root: Path = ROOT / "data" / "cache" / "pyg") -> None:
-    """Copy the raw files of a Planetoid graph from a local shared data folder, if needed."""
-    if (root / name / "raw").is_dir():
-        return
-    for d in shared_data_dirs():
-        if (d / "planetoid" / name / "raw").is_dir():
-            shutil.copytree(d / "planetoid" / name / "raw", root / name / "raw")
-            return
 
 
 def run(data: str, variant: str, seed: int, steps: int | None, tmp: Path) -> dict[str, float]:
@@ -105,7 +94,7 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     if args.data != "csbm":
-        prepare_planetoid(args.data)
+        copy_shared_planetoid(args.data, ROOT / "data" / "cache" / "pyg")
     tmp = ROOT / "logs" / "paretognn" / "headline_runs"
     results = {args.data: {v: [] for v in args.variants}}
     for seed in args.seeds:

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from zoo.paretognn import GraphDataModule, ParetoGNN  # noqa: E402
-from zoo.paretognn.data import shared_data_dirs  # noqa: E402
+from zoo.paretognn.data import copy_shared_planetoid  # noqa: E402
 from zoo.paretognn.objective import TASKS, min_norm_weights, normalise_gradients  # noqa: E402
 
 warnings.filterwarnings("ignore", ".*self.log.*")
@@ -40,12 +40,8 @@ def sync(device: torch.device) -> None:
 
 def load(data: str, tmp: Path) -> GraphDataModule:
     if data == "Cora":
-        import shutil
-
-        for d in shared_data_dirs():
-            if (d / "planetoid" / "Cora" / "raw").is_dir():
-                shutil.copytree(d / "planetoid" / "Cora" / "raw", tmp / "Cora" / "raw", dirs_exist_ok=True)
-                return GraphDataModule(name="Cora", root=str(tmp))
+        if copy_shared_planetoid("Cora", tmp):
+            return GraphDataModule(name="Cora", root=str(tmp))
         print("no local copy of Cora (shared/data/planetoid): using the generated graph")
     return GraphDataModule()
 

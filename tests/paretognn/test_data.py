@@ -1,6 +1,4 @@
 """ParetoGNN's data: the generated graph, users' files, PyG's Cora, and clear errors on bad input."""
-import shutil
-
 import numpy as np
 import pytest
 import torch
@@ -159,7 +157,7 @@ def planetoid_raw():
 
 @pytest.mark.skipif(planetoid_raw() is None, reason="no local copy of shared/data/planetoid (set ZOO_SHARED_DATA)")
 def test_real_cora_loads_offline(tmp_path):
-    shutil.copytree(planetoid_raw() / "Cora" / "raw", tmp_path / "Cora" / "raw")  # PyG writes processed/ beside raw/
+    assert D.copy_shared_planetoid("Cora", tmp_path)  # PyG writes processed/ beside raw/
     dm = GraphDataModule(name="Cora", root=str(tmp_path), n_partitions=10)
     g = dm.graph
     assert g.x.shape == (2708, 1433) and int(g.y.max()) == 6

@@ -1,12 +1,11 @@
 """The released Cora encoder: it loads verified, embeds, fine-tunes, and refuses a wrong graph clearly."""
-import shutil
-
 import pytest
 import torch
 
 import zoo
 from zoo import hub
 from zoo.paretognn import GraphDataModule, ParetoGNN
+from zoo.paretognn.data import copy_shared_planetoid
 from zoo.paretognn.downstream import HEADLINE, evaluate
 
 from ..conftest import ROOT, load_recipe
@@ -45,7 +44,7 @@ def test_fine_tuning_on_another_graph_fails_clearly(tmp_path):
 @released
 @pytest.mark.skipif(planetoid_raw() is None, reason="no local copy of shared/data/planetoid (set ZOO_SHARED_DATA)")
 def test_release_reproduces_its_metrics_on_cora(tmp_path):
-    shutil.copytree(planetoid_raw() / "Cora" / "raw", tmp_path / "Cora" / "raw")
+    assert copy_shared_planetoid("Cora", tmp_path)
     graph = GraphDataModule(name="Cora", root=str(tmp_path)).graph
     model = zoo.load(RELEASE)
     got = evaluate(model.embed(graph), graph, model.hparams.eval_seed)

@@ -55,6 +55,21 @@ def shared_data_dirs() -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
+def copy_shared_planetoid(name: str, root: str | Path) -> bool:
+    """Copy a local shared copy of planetoid/<name>/raw to root/<name>/raw unless it is there
+    (PyG writes processed/ beside raw/, and shared copies are read-only). True if root has it then."""
+    import shutil
+
+    target = Path(root) / name / "raw"
+    if not target.is_dir():
+        source = next((d / "planetoid" / name / "raw" for d in shared_data_dirs()
+                       if (d / "planetoid" / name / "raw").is_dir()), None)
+        if source is None:
+            return False
+        shutil.copytree(source, target)
+    return True
+
+
 # -- the embedded default ------------------------------------------------------------------
 
 def contextual_sbm(n_nodes: int = 1500, n_classes: int = 5, n_features: int = 64, avg_degree: float = 8.0,
