@@ -117,6 +117,9 @@ def test_missing_labels_for_the_probe_name_the_file(tmp_path):
     labels = write(tmp_path / "labels.csv", "0\n1\n")
     with pytest.raises(GraphDataError, match=r"labels\.csv: 2 labels for 4 nodes"):
         GraphDataModule(path=str(edges), features=str(feats), labels=str(labels))
+    negative = write(tmp_path / "negative.csv", "0\n1\n-1\n0\n")
+    with pytest.raises(GraphDataError, match=r"negative\.csv: labels must be integers 0, 1"):
+        GraphDataModule(path=str(edges), features=str(feats), labels=str(negative))
 
 
 def test_other_bad_input(tmp_path):

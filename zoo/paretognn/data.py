@@ -213,6 +213,8 @@ def load_user_graph(path: str | Path, features: str | Path | None = None, labels
         validate_graph(data, sources, lines=lines)
         return data
     validate_graph(data, sources)
+    if data.y is not None:
+        data.y = data.y.view(-1).long()
     return data
 
 
@@ -244,6 +246,8 @@ def validate_graph(data: Data, sources: dict[str, Path | str | None], lines: lis
     y = getattr(data, "y", None)
     if y is not None and y.numel() != n:
         raise GraphDataError(f"{sources.get('y')}: {y.numel()} labels for {n} nodes")
+    if y is not None and (y.is_floating_point() and not torch.equal(y, y.round()) or (y < 0).any()):
+        raise GraphDataError(f"{sources.get('y')}: labels must be integers 0, 1, …, one per node")
 
 
 def clean(data: Data) -> Data:
@@ -276,9 +280,9 @@ def prepare_evaluation(data: Data, downstream: Sequence[str], seed: int, val_edg
         if "link_prediction" in downstream:
             from torch_geometric.transforms import RandomLinkSplit
 
-            split = RandomLinkSplit(num_val=val_edges, num_test=test_edges, is_undirected=True,
-                                    add_negative_train_samples=False, split_labels=True)
-            train, val, test = split(Data(x=data.x, edge_index=data.edge_index))
+            link_split = RandomLinkSplit(num_val=val_edges, num_test=test_edges, is_undirected=True,
+                                         add_negative_train_samples=False, split_labels=True)
+            train, val, test = link_split(Data(x=data.x, edge_index=data.edge_index))
             out.edge_index = train.edge_index
             out.link_val_pos, out.link_val_neg = val.pos_edge_label_index, val.neg_edge_label_index
             out.link_test_pos, out.link_test_neg = test.pos_edge_label_index, test.neg_edge_label_index
