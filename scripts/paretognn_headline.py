@@ -88,8 +88,9 @@ def main() -> None:
     args = p.parse_args()
     if args.table:
         merged = {}
-        for f in args.table:
-            merged.update(json.loads(f.read_text()))
+        for f in args.table:  # files of one data set with different variants combine
+            for data, by_variant in json.loads(f.read_text()).items():
+                merged.setdefault(data, {}).update(by_variant)
         print(table(merged))
         return
     torch.set_num_threads(1)
