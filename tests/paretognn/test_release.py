@@ -1,0 +1,55 @@
+"""The released Cora encoder: it loads verified, embeds, fine-tunes, and refuses a wrong graph clearly."""
+import pytest
+import torch
+
+import zoo
+from zoo import hub
+from zoo.paretognn import GraphDataModule, ParetoGNN
+from zoo.paretognn.data import copy_shared_planetoid
+from zoo.paretognn.downstream import HEADLINE, evaluate
+
+from ..conftest import ROOT, load_recipe
+from .test_data import planetoid_raw
+
+RELEASE = "paretognn-cora"
+released = pytest.mark.skipif(RELEASE not in hub.registry(), reason="paretognn-cora is not released in this checkout")
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+@released
+def test_release_loads_and_carries_its_four_metrics():
+    model = zoo.load(RELEASE)
+    assert isinstance(model, ParetoGNN) and not model.training
+    assert model.hparams.in_channels == 1433
+    with torch.no_grad():
+        h = model(model.example_input_array)
+    assert h.shape == (6, model.encoder.out_dim) and torch.isfinite(h).all()
+    entry = hub.registry()[RELEASE]
+    import json
+
+    metrics = json.loads((hub.CHECKPOINTS / entry["path"] / "metrics.json").read_text())
+    for key in (*HEADLINE, "eval/link_hits20", "eval/mean"):
+        assert 0 < metrics[key] <= 1, key
+    card = (hub.CHECKPOINTS / entry["path"] / "card.md").read_text()
+    assert "eval/partition_acc" in card and "recipes/configs/paretognn/cora.yaml" in card
+
+
+@released
+def test_fine_tuning_on_another_graph_fails_clearly(tmp_path):
+    with pytest.raises(hub.CheckpointError, match=r"shape mismatches encoder\.convs\.0"):
+        load_recipe("paretognn").main(["fit", "--config", str(ROOT / "recipes/configs/paretognn/tiny.yaml"), *QUIET,
+                                       "--trainer.default_root_dir", str(tmp_path), "--model.init_from", RELEASE])
+
+
+@released
+@pytest.mark.skipif(planetoid_raw() is None, reason="no local copy of shared/data/planetoid (set ZOO_SHARED_DATA)")
+def test_release_reproduces_its_metrics_on_cora(tmp_path):
+    assert copy_shared_planetoid("Cora", tmp_path)
+    graph = GraphDataModule(name="Cora", root=str(tmp_path)).graph
+    model = zoo.load(RELEASE)
+    got = evaluate(model.embed(graph), graph, model.hparams.eval_seed)
+    import json
+
+    card = json.loads((hub.CHECKPOINTS / hub.registry()[RELEASE]["path"] / "metrics.json").read_text())
+    for key in HEADLINE:
+        assert float(got[key]) == pytest.approx(card[key], abs=0.02), key
