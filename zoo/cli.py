@@ -19,7 +19,9 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+import torch
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
@@ -64,6 +66,9 @@ class ZooCLI(LightningCLI):
                          auto_configure_optimizers=False, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--torch_threads", type=Optional[int], default=None,
+                            help="CPU intra-op threads (torch.set_num_threads); 1 suits tiny models, which "
+                                 "otherwise lose time to thread contention on a busy machine")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
                              "checkpoint.every_n_train_steps": 100,
@@ -71,6 +76,9 @@ class ZooCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         """A hyperparameter the model or data rejects (ValueError) is a usage error, reported as one."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("torch_threads"):
+            torch.set_num_threads(config["torch_threads"])
         try:
             super().instantiate_classes()
         except ValueError as e:
