@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zoo.rl import gae  # noqa: F401  (generalised advantage estimation, shared with the other RL methods)
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -77,29 +79,6 @@ def tanh_log_det_jacobian(u: Tensor) -> Tensor:
 def tanh_gaussian_log_prob(u: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
     """log π(a|s) of a = tanh(u), u ∼ N(μ, σ²): the Gaussian density less the log-Jacobian of tanh."""
     return gaussian_log_prob(u, mean, log_std) - tanh_log_det_jacobian(u)
-
-
-# -- advantages --------------------------------------------------------------------------------
-
-def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor, ended: Tensor,
-        gamma: float, lam: float) -> tuple[Tensor, Tensor]:
-    r"""Generalised advantage estimation over a rollout of T steps of N environments ([T, N] each).
-
-        δ_t = r_t + γ (1 − terminated_t) V(s_{t+1}) − V(s_t)
-        A_t = δ_t + γ λ (1 − ended_t) A_{t+1}
-
-    ``next_values[t]`` is V of the state reached by step t (the final state of the episode when it
-    ended there, so a time-limit truncation bootstraps from it); ``ended`` = terminated or truncated
-    cuts the recursion between episodes. Returns (advantages, value targets A + V).
-    """
-    not_term, not_end = 1.0 - terminated.float(), 1.0 - ended.float()
-    deltas = rewards + gamma * not_term * next_values - values
-    advantages = torch.zeros_like(deltas)
-    running = torch.zeros_like(deltas[0])
-    for t in range(deltas.shape[0] - 1, -1, -1):
-        running = deltas[t] + gamma * lam * not_end[t] * running
-        advantages[t] = running
-    return advantages, advantages + values
 
 
 # -- the step size -----------------------------------------------------------------------------
