@@ -1,0 +1,109 @@
+"""MDPO end to end: the off-policy variant resumes exactly, a released policy acts in one call,
+validate logs the return, bad input fails clearly, and (slow) CartPole is solved in 100k steps."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from zoo import hub
+from zoo.mdpo import MDPO
+from zoo.rl import EnvPool, make_env
+
+from ..conftest import ROOT, load_recipe
+
+TINY = str(ROOT / "recipes" / "configs" / "mdpo" / "tiny.yaml")
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+OFF_POLICY = ["--model.env", "Pendulum-v1", "--model.variant", "off_policy", "--model.n_envs", "2",
+              "--model.n_steps", "8", "--model.learning_starts", "16", "--model.batch_size", "8",
+              "--model.sgd_steps", "16", "--model.hidden_sizes", "[16]"]
+
+
+def fit(root, *args):
+    cli = load_recipe("mdpo").main(["fit", "--config", TINY, "--trainer.default_root_dir", str(root), *QUIET, *args])
+    return cli.trainer, cli.model
+
+
+def test_off_policy_resume_equals_unbroken_run(tmp_path):
+    _, unbroken = fit(tmp_path / "a", *OFF_POLICY)
+    fit(tmp_path / "b", *OFF_POLICY, "--trainer.max_steps", "2")
+    ckpt = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["mdpo_replay"]["size"] == 32 and ckpt["mdpo_envs"]["lengths"].tolist() == [16, 16]
+    _, resumed = fit(tmp_path / "b", *OFF_POLICY, "--ckpt_path", "last")
+    assert int(resumed.n_refreshes) == 4 and len(resumed.buffer) == 64
+    for k, v in unbroken.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0, msg=f"{k} differs after resume")
+    # the running episodes were replayed: the environments are where the unbroken run left them
+    np.testing.assert_array_equal(resumed.pool.obs, unbroken.pool.obs)
+
+
+def test_env_pool_replays_running_episodes():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a = EnvPool(lambda: make_env("Pendulum-v1"), 2)
+    a.reset(g1)
+    for t in range(5):
+        a.step(np.full((2, 1), 0.3 * t, np.float32), g1)
+    b = EnvPool(lambda: make_env("Pendulum-v1"), 2)
+    b.load_state_dict(a.state_dict())
+    np.testing.assert_array_equal(a.obs, b.obs)
+    for pool, g in ((a, g1), (b, g2)):
+        pool.step(np.full((2, 1), -1.0, np.float32), g)
+    np.testing.assert_array_equal(a.obs, b.obs)
+
+
+def test_released_policy_acts_in_one_call(tmp_path):
+    _, model = fit(tmp_path / "run", *OFF_POLICY)
+    hub.save(model, tmp_path / "release")
+    policy = zoo.load(tmp_path / "release")
+    env = make_env("Pendulum-v1")
+    obs, _ = env.reset(seed=0)
+    action = policy.act(obs)
+    assert action.shape == (1,) and env.action_space.contains(action.astype(np.float32))
+    np.testing.assert_array_equal(policy.act(np.stack([obs, obs])), np.stack([action, action]))
+    with pytest.raises(ValueError, match="NaN"):
+        policy.act(np.full(3, np.nan))
+    with pytest.raises(ValueError, match="shape"):
+        policy.act(np.zeros(4))
+
+
+def test_validate_logs_mean_return(tmp_path, capsys):
+    _, model = fit(tmp_path / "run")
+    hub.save(model, tmp_path / "release")
+    cli = load_recipe("mdpo").main(["validate", "--config", TINY, *QUIET, "--trainer.limit_val_batches", "1",
+                                    "--trainer.default_root_dir", str(tmp_path / "val"),
+                                    "--model.init_from", str(tmp_path / "release"), "--model.n_eval_episodes", "3"])
+    ret = cli.trainer.callback_metrics["val/return"]
+    assert 8 <= ret <= 500  # CartPole returns lie in [8, 500]
+    expected = model.evaluate(n_episodes=3)
+    assert ret.item() == pytest.approx(float(np.mean(expected)))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model.env", "NoSuchEnv-v9"], "unknown to gymnasium"),
+    (["--model.env", "tests.mdpo.envs:not_an_env"], "not a gymnasium.Env"),
+    (["--model.env", "tests.mdpo.envs:MultiDiscreteActions"], "Discrete and Box action spaces"),
+    (["--model.variant", "off_policy"], "needs a Box action space"),
+    (["--model.n_envs", "0"], "n_envs must be"),
+])
+def test_bad_input_fails_clearly(args, message):
+    with pytest.raises(ValueError, match=message):
+        load_recipe("mdpo").main(["--config", TINY, *QUIET, *args], run=False)
+
+
+def test_nan_observation_fails_clearly(tmp_path):
+    with pytest.raises(ValueError, match=r"NaN.*step 3"):
+        fit(tmp_path, "--model.env", "tests.mdpo.envs:NaNAfter")
+
+
+@pytest.mark.slow
+def test_cartpole_solved_within_100k_steps(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "recipes" / "mdpo.py"), "fit", *QUIET,
+                          "--trainer.default_root_dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                         timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    model = zoo.load(tmp_path / "checkpoints" / "last.ckpt")
+    assert int(model.env_steps) <= 100_000
+    returns = model.evaluate(n_episodes=20, seed=123)
+    assert returns.mean() >= 475, returns
