@@ -477,7 +477,7 @@ class MDPO(ZooModule):
                 groups.append({"params": [self.log_alpha], "lr": hp.lr})
         for g in groups:
             g["initial_lr"] = g["lr"]
-        return torch.optim.Adam(groups, eps=1e-5 if hp.variant == "on_policy" else 1e-8)
+        return torch.optim.Adam(groups, eps=1e-5 if hp.variant == "on_policy" else 1e-8, foreach=True)
 
     def train_dataloader(self) -> Steps:
         """No data set: each training step collects its own experience."""

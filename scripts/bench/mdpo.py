@@ -1,0 +1,140 @@
+"""MDPO against Stable-Baselines3's PPO and SAC, side by side in one run, on equal terms: the same
+networks, the same number of vectorised environments, the same environment steps and the same
+update schedule; one thread each. Prints environment steps per second (ours / SB3) and the mean
+greedy return of 20 evaluation episodes on the same seeds.
+
+    python scripts/bench/mdpo.py                       # CartPole on-policy, Pendulum off-policy
+    python scripts/bench/mdpo.py --tasks pendulum_on   # Pendulum on-policy (100k steps)
+    python scripts/bench/mdpo.py --seeds 0 1 2 --out bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from zoo.rl import evaluate, make_env  # noqa: E402
+
+CONFIGS = ROOT / "recipes" / "configs" / "mdpo"
+EVAL_EPISODES, EVAL_SEED = 20, 5_000_000
+
+
+def ours(config: str, seed: int) -> tuple[float, float, int, list]:
+    """(seconds, mean greedy return, env steps, [(env step, training episode return)]) of a recipe fit,
+    validation off while timed."""
+    import importlib.util
+
+    import lightning as L
+
+    curve = []
+
+    class Curve(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            r = trainer.callback_metrics.get("train/episode_return")
+            if r is not None and module.env_steps > (curve[-1][0] if curve else 0):
+                curve.append((int(module.env_steps), float(r)))
+
+    spec = importlib.util.spec_from_file_location("recipe_mdpo", ROOT / "recipes" / "mdpo.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    with tempfile.TemporaryDirectory() as tmp:
+        cli = recipe.main(["--config", str(CONFIGS / config), "--seed_everything", str(seed),
+                           "--trainer.default_root_dir", tmp, "--trainer.enable_progress_bar", "false",
+                           "--trainer.enable_model_summary", "false", "--trainer.limit_val_batches", "0",
+                           "--trainer.logger", "false", "--checkpoint.every_n_train_steps", "1000000"], run=False)
+        cli.trainer.callbacks.append(Curve())
+        start = time.perf_counter()
+        cli.trainer.fit(cli.model)
+        seconds = time.perf_counter() - start
+    model = cli.model.eval()
+    returns = evaluate(model.act, model.make_env, EVAL_EPISODES, seed=EVAL_SEED)
+    return seconds, float(returns.mean()), int(model.env_steps), curve
+
+
+def sb3(algo: str, hp: dict, seed: int) -> tuple[float, float, int, list]:
+    from stable_baselines3 import PPO, SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env_id = hp["env"]
+    if algo == "ppo":
+        K = hp["iterations"]
+        lr = (lambda f: f * hp["lr"]) if hp.get("lr_anneal") else hp["lr"]
+        env = make_vec_env(env_id, n_envs=hp["n_envs"], seed=seed)
+        model = PPO("MlpPolicy", env, n_steps=hp["n_steps"], batch_size=hp["minibatch_size"],
+                    n_epochs=hp["sgd_epochs"], gamma=hp["gamma"], gae_lambda=hp["gae_lambda"], learning_rate=lr,
+                    clip_range=0.2, ent_coef=hp.get("ent_coef", 0.0), max_grad_norm=0.5, seed=seed, device="cpu",
+                    policy_kwargs={"net_arch": dict(pi=hp["hidden_sizes"], vf=hp["hidden_sizes"]),
+                                   "activation_fn": torch.nn.Tanh})
+        steps = K * hp["n_envs"] * hp["n_steps"]
+    else:
+        env = make_vec_env(env_id, n_envs=hp["n_envs"], seed=seed)
+        model = SAC("MlpPolicy", env, learning_rate=hp["lr"], buffer_size=hp["buffer_size"],
+                    batch_size=hp["batch_size"], learning_starts=hp["learning_starts"], tau=hp["tau"],
+                    gamma=hp["gamma"], train_freq=hp["n_steps"], gradient_steps=hp["n_steps"] * hp["n_envs"],
+                    ent_coef=f"auto_{hp['alpha']}", seed=seed, device="cpu",
+                    policy_kwargs={"net_arch": hp["hidden_sizes"]})
+        steps = hp["iterations"] * hp["n_envs"] * hp["n_steps"]
+    curve = []
+
+    class Curve(BaseCallback):
+        def _on_step(self) -> bool:
+            for info in self.locals["infos"]:
+                if "episode" in info:
+                    curve.append((self.num_timesteps, float(info["episode"]["r"])))
+            return True
+
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps, callback=Curve())
+    seconds = time.perf_counter() - start
+    act = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
+    returns = evaluate(act, lambda: make_env(env_id), EVAL_EPISODES, seed=EVAL_SEED)
+    return seconds, float(returns.mean()), steps, curve
+
+
+TASKS = {
+    "cartpole": ("default.yaml", "ppo"),
+    "pendulum_off": ("pendulum.yaml", "sac"),
+    "pendulum_on": ("pendulum_on_policy.yaml", "ppo"),
+}
+
+
+def main() -> None:
+    import yaml
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["cartpole", "pendulum_off"], choices=sorted(TASKS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--out", help="write every measurement as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for task in args.tasks:
+        config, algo = TASKS[task]
+        spec = yaml.safe_load((CONFIGS / config).read_text())
+        hp = {**spec["model"], "iterations": spec["trainer"]["max_steps"]}
+        for seed in args.seeds:
+            t_o, r_o, n_o, c_o = ours(config, seed)
+            t_b, r_b, n_b, c_b = sb3(algo, hp, seed)
+            assert n_o == n_b, (n_o, n_b)
+            rows.append({"task": task, "seed": seed, "env_steps": n_o, "mdpo_steps_per_s": n_o / t_o,
+                         f"sb3_{algo}_steps_per_s": n_b / t_b, "speed_ratio": (n_o / t_o) / (n_b / t_b),
+                         "mdpo_return": r_o, f"sb3_{algo}_return": r_b, "mdpo_curve": c_o, "sb3_curve": c_b})
+            print(f"{task:13s} seed {seed}  {n_o} steps   MDPO {n_o / t_o:7.0f} steps/s  SB3 {algo.upper()} "
+                  f"{n_b / t_b:7.0f} steps/s  ratio {rows[-1]['speed_ratio']:.2f}x   return MDPO {r_o:8.1f}  "
+                  f"SB3 {algo.upper()} {r_b:8.1f}", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
