@@ -241,7 +241,8 @@ class ReplayBuffer:
         return {k: v[idx.to(v.device)] for k, v in self.data.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pos": self.pos, "size": self.size, **{k: v[: self.size].cpu() for k, v in self.data.items()}}
+        # clone: a slice would drag the whole preallocated storage into the checkpoint
+        return {"pos": self.pos, "size": self.size, **{k: v[: self.size].cpu().clone() for k, v in self.data.items()}}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device | str = "cpu") -> None:
         self.pos, self.size = int(state["pos"]), int(state["size"])

@@ -31,6 +31,8 @@ def test_off_policy_resume_equals_unbroken_run(tmp_path):
     fit(tmp_path / "b", *OFF_POLICY, "--trainer.max_steps", "2")
     ckpt = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["mdpo_replay"]["size"] == 32 and ckpt["mdpo_envs"]["lengths"].tolist() == [16, 16]
+    # only the filled part of the buffer is saved, not its preallocated capacity
+    assert ckpt["mdpo_replay"]["obs"].untyped_storage().nbytes() == 32 * 3 * 4
     _, resumed = fit(tmp_path / "b", *OFF_POLICY, "--ckpt_path", "last")
     assert int(resumed.n_refreshes) == 4 and len(resumed.buffer) == 64
     for k, v in unbroken.state_dict().items():
@@ -107,3 +109,11 @@ def test_cartpole_solved_within_100k_steps(tmp_path):
     assert int(model.env_steps) <= 100_000
     returns = model.evaluate(n_episodes=20, seed=123)
     assert returns.mean() >= 475, returns
+
+
+def test_continuous_on_policy_bf16_with_model_summary(tmp_path):
+    trainer, model = fit(tmp_path, "--model.env", "Pendulum-v1", "--trainer.precision", "bf16-mixed",
+                         "--trainer.enable_model_summary", "true", "--model.normalize_obs", "true")
+    assert trainer.global_step == 4 and int(model.env_steps) == 4 * 2 * 16
+    assert model.obs_norm.count.item() == 4 * 2 * 16  # the normaliser saw every observation once
+    assert torch.isfinite(model.policy.log_std).all() and not torch.equal(model.policy.log_std, torch.zeros(1))

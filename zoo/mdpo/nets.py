@@ -49,7 +49,7 @@ class GaussianPolicy(nn.Module):
         if self.state_dependent_std:
             mean, log_std = out.chunk(2, dim=-1)
             return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-        return out, self.log_std.expand_as(out)
+        return out, self.log_std + torch.zeros_like(out)  # broadcast (not a view: views of a leaf trip hooks)
 
 
 class QNetwork(nn.Module):
