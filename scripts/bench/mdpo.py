@@ -5,7 +5,8 @@ greedy return of 20 evaluation episodes on the same seeds.
 
     python scripts/bench/mdpo.py                       # CartPole on-policy, Pendulum off-policy
     python scripts/bench/mdpo.py --tasks pendulum_on   # Pendulum on-policy (100k steps)
-    python scripts/bench/mdpo.py --seeds 0 1 2 --out bench.json
+    python scripts/bench/mdpo.py --seeds 0 1 2 --out bench.json --plot curves.png
+    python scripts/bench/mdpo.py --replot bench.json --plot curves.png   # redraw from a saved run
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ CONFIGS = ROOT / "recipes" / "configs" / "mdpo"
 EVAL_EPISODES, EVAL_SEED = 20, 5_000_000
 
 
-def ours(config: str, seed: int) -> tuple[float, float, int, list]:
+def ours(config: str, seed: int, extra: list[str]) -> tuple[float, float, int, list]:
     """(seconds, mean greedy return, env steps, [(env step, training episode return)]) of a recipe fit,
     validation off while timed."""
     import importlib.util
@@ -50,7 +51,8 @@ def ours(config: str, seed: int) -> tuple[float, float, int, list]:
         cli = recipe.main(["--config", str(CONFIGS / config), "--seed_everything", str(seed),
                            "--trainer.default_root_dir", tmp, "--trainer.enable_progress_bar", "false",
                            "--trainer.enable_model_summary", "false", "--trainer.limit_val_batches", "0",
-                           "--trainer.logger", "false", "--checkpoint.every_n_train_steps", "1000000"], run=False)
+                           "--trainer.logger", "false", "--checkpoint.every_n_train_steps", "1000000", *extra],
+                          run=False)
         cli.trainer.callbacks.append(Curve())
         start = time.perf_counter()
         cli.trainer.fit(cli.model)
@@ -66,10 +68,15 @@ def sb3(algo: str, hp: dict, seed: int) -> tuple[float, float, int, list]:
     from stable_baselines3.common.env_util import make_vec_env
 
     env_id = hp["env"]
+    normalize = None
     if algo == "ppo":
         K = hp["iterations"]
         lr = (lambda f: f * hp["lr"]) if hp.get("lr_anneal") else hp["lr"]
         env = make_vec_env(env_id, n_envs=hp["n_envs"], seed=seed)
+        if hp.get("normalize_obs"):
+            from stable_baselines3.common.vec_env import VecNormalize
+
+            env = normalize = VecNormalize(env, norm_obs=True, norm_reward=False)
         model = PPO("MlpPolicy", env, n_steps=hp["n_steps"], batch_size=hp["minibatch_size"],
                     n_epochs=hp["sgd_epochs"], gamma=hp["gamma"], gae_lambda=hp["gae_lambda"], learning_rate=lr,
                     clip_range=0.2, ent_coef=hp.get("ent_coef", 0.0), max_grad_norm=0.5, seed=seed, device="cpu",
@@ -96,16 +103,55 @@ def sb3(algo: str, hp: dict, seed: int) -> tuple[float, float, int, list]:
     start = time.perf_counter()
     model.learn(total_timesteps=steps, callback=Curve())
     seconds = time.perf_counter() - start
-    act = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
+    if normalize is not None:
+        normalize.training = False
+    act = lambda obs: model.predict(obs if normalize is None else normalize.normalize_obs(obs), deterministic=True)[0]  # noqa: E731
     returns = evaluate(act, lambda: make_env(env_id), EVAL_EPISODES, seed=EVAL_SEED)
     return seconds, float(returns.mean()), steps, curve
 
 
-TASKS = {
-    "cartpole": ("default.yaml", "ppo"),
-    "pendulum_off": ("pendulum.yaml", "sac"),
-    "pendulum_on": ("pendulum_on_policy.yaml", "ppo"),
+TASKS = {  # config, reference, trainer.max_steps (None: the config's)
+    "cartpole": ("default.yaml", "ppo", None),
+    "pendulum_off": ("pendulum.yaml", "sac", None),
+    "pendulum_on": ("pendulum_on_policy.yaml", "ppo", None),
+    "hopper_on": ("paper_on_policy.yaml", "ppo", 98),  # 200k of the paper's 1M steps: what this CPU affords
 }
+
+
+def binned(curve: list, edges: np.ndarray) -> np.ndarray:
+    """Mean return of the training episodes that ended in each bin of environment steps."""
+    steps, returns = (np.array(x, dtype=float) for x in zip(*curve)) if curve else (np.zeros(0), np.zeros(0))
+    which = np.digitize(steps, edges[1:-1])
+    return np.array([returns[which == b].mean() if (which == b).any() else np.nan for b in range(len(edges) - 1)])
+
+
+def plot(rows: list[dict], path: str, bins: int = 20) -> None:
+    """Learning curves (training-episode return against environment steps, mean ± std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        runs = [r for r in rows if r["task"] == task]
+        edges = np.linspace(0, runs[0]["env_steps"], bins + 1)
+        mid = (edges[1:] + edges[:-1]) / 2
+        algo = TASKS[task][1].upper()
+        for key, label in (("mdpo_curve", "MDPO (ours)"), ("sb3_curve", f"SB3 {algo}")):
+            ys = np.stack([binned(r[key], edges) for r in runs])
+            mean, std = np.nanmean(ys, 0), np.nanstd(ys, 0)
+            ax.plot(mid, mean, label=label)
+            ax.fill_between(mid, mean - std, mean + std, alpha=0.2)
+        ax.set_title(f"{task} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("training episode return")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -115,15 +161,22 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["cartpole", "pendulum_off"], choices=sorted(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--out", help="write every measurement as JSON here")
+    parser.add_argument("--plot", help="draw the learning curves into this PNG")
+    parser.add_argument("--replot", help="only draw --plot from this saved --out JSON")
     args = parser.parse_args()
+    if args.replot:
+        rows = json.loads(Path(args.replot).read_text())
+        plot(rows, args.plot or "mdpo_curves.png")
+        return
     torch.set_num_threads(1)
     rows = []
     for task in args.tasks:
-        config, algo = TASKS[task]
+        config, algo, iterations = TASKS[task]
         spec = yaml.safe_load((CONFIGS / config).read_text())
-        hp = {**spec["model"], "iterations": spec["trainer"]["max_steps"]}
+        iterations = iterations or spec["trainer"]["max_steps"]
+        hp = {**spec["model"], "iterations": iterations}
         for seed in args.seeds:
-            t_o, r_o, n_o, c_o = ours(config, seed)
+            t_o, r_o, n_o, c_o = ours(config, seed, ["--trainer.max_steps", str(iterations)])
             t_b, r_b, n_b, c_b = sb3(algo, hp, seed)
             assert n_o == n_b, (n_o, n_b)
             rows.append({"task": task, "seed": seed, "env_steps": n_o, "mdpo_steps_per_s": n_o / t_o,
@@ -134,6 +187,8 @@ def main() -> None:
                   f"SB3 {algo.upper()} {r_b:8.1f}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(rows) + "\n")
+    if args.plot:
+        plot(rows, args.plot)
 
 
 if __name__ == "__main__":
