@@ -26,3 +26,19 @@ class MultiDiscreteActions(NaNAfter):
 
 def not_an_env():
     return object()
+
+
+class Painted(NaNAfter):
+    """Renders an 8×8 RGB frame whose colour follows the step, without pygame."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(2, np.float32), 1.0, False, self.t >= 6, {}
+
+    def render(self):
+        return np.full((8, 8, 3), 40 * self.t, np.uint8)

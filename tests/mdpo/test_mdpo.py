@@ -117,3 +117,16 @@ def test_continuous_on_policy_bf16_with_model_summary(tmp_path):
     assert trainer.global_step == 4 and int(model.env_steps) == 4 * 2 * 16
     assert model.obs_norm.count.item() == 4 * 2 * 16  # the normaliser saw every observation once
     assert torch.isfinite(model.policy.log_std).all() and not torch.equal(model.policy.log_std, torch.zeros(1))
+
+
+def test_record_gif(tmp_path):
+    from PIL import Image
+
+    from zoo.rl import record_gif
+
+    path = record_gif(lambda obs: np.zeros(len(obs), np.int64), lambda **kw: make_env("tests.mdpo.envs:Painted", **kw),
+                      tmp_path / "episode.gif", max_frames=50)
+    gif = Image.open(path)
+    assert gif.n_frames == 7  # the reset frame and six steps, then the episode ends
+    gif.seek(6)
+    assert np.asarray(gif.convert("RGB"))[0, 0, 0] == 240
