@@ -448,7 +448,7 @@ class MDPO(ZooModule):
         returns = torch.as_tensor(self.evaluate(), dtype=torch.float32)
         self.log("val/return", returns.mean(), prog_bar=True, sync_dist=True, batch_size=len(returns))
         self.log("val/return_std", returns.std(), sync_dist=True, batch_size=len(returns))
-        self.log("val/env_steps", self.env_steps.float(), batch_size=len(returns))
+        self.log("val/env_steps", self.env_steps.float(), sync_dist=True, batch_size=len(returns))
 
     def release_metrics(self) -> dict[str, float]:
         returns = self.evaluate(n_episodes=20, seed=2_000_000)
