@@ -354,8 +354,7 @@ class MDPO(ZooModule):
         opt = self.optimizers()
         n_updates = new_steps if hp.gradient_steps < 0 else hp.gradient_steps
         stats: dict[str, list[Tensor]] = {"actor_loss": [], "critic_loss": [], "kl": [], "alpha": [], "entropy": []}
-        learning = int(self.env_steps) >= hp.learning_starts and len(self.buffer) >= 1
-        if not learning:  # still one (zero) step through the optimizer, so that one iteration is one global step
+        if int(self.env_steps) < hp.learning_starts:  # still one (zero) step through the optimizer, so that one iteration is one global step
             n_updates = 0
             self.sgd_step(opt, sum(p.sum() * 0 for p in self.parameters() if p.requires_grad), last=True)
         for j in range(n_updates):
@@ -500,7 +499,3 @@ class MDPO(ZooModule):
             self.pool = None
         if "mdpo_replay" in checkpoint:
             self.buffer.load_state_dict(checkpoint["mdpo_replay"])
-
-    def on_fit_end(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
