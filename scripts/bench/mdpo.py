@@ -154,6 +154,22 @@ def plot(rows: list[dict], path: str, bins: int = 20) -> None:
     plt.close(fig)
 
 
+def table(rows: list[dict]) -> str:
+    """A Markdown table: per task, greedy return mean ± std over seeds and the speed ratio's range."""
+    lines = ["| task | env steps | seeds | MDPO return | reference | reference return | steps/s ratio (MDPO / SB3), median [min, max] |",
+             "|---|---|---|---|---|---|---|"]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        runs = [r for r in rows if r["task"] == task]
+        algo = TASKS[task][1]
+        ours_r = np.array([r["mdpo_return"] for r in runs])
+        ref_r = np.array([r[f"sb3_{algo}_return"] for r in runs])
+        ratio = np.array([r["speed_ratio"] for r in runs])
+        lines.append(f"| {task} | {runs[0]['env_steps']} | {len(runs)} | {ours_r.mean():.1f} ± {ours_r.std():.1f} | "
+                     f"SB3 {algo.upper()} | {ref_r.mean():.1f} ± {ref_r.std():.1f} | "
+                     f"{np.median(ratio):.2f}× [{ratio.min():.2f}, {ratio.max():.2f}] |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     import yaml
 
@@ -162,11 +178,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--out", help="write every measurement as JSON here")
     parser.add_argument("--plot", help="draw the learning curves into this PNG")
-    parser.add_argument("--replot", help="only draw --plot from this saved --out JSON")
+    parser.add_argument("--replot", help="only print the table (and draw --plot) from this saved --out JSON")
     args = parser.parse_args()
     if args.replot:
         rows = json.loads(Path(args.replot).read_text())
-        plot(rows, args.plot or "mdpo_curves.png")
+        print(table(rows))
+        if args.plot:
+            plot(rows, args.plot)
         return
     torch.set_num_threads(1)
     rows = []
@@ -185,8 +203,9 @@ def main() -> None:
             print(f"{task:13s} seed {seed}  {n_o} steps   MDPO {n_o / t_o:7.0f} steps/s  SB3 {algo.upper()} "
                   f"{n_b / t_b:7.0f} steps/s  ratio {rows[-1]['speed_ratio']:.2f}x   return MDPO {r_o:8.1f}  "
                   f"SB3 {algo.upper()} {r_b:8.1f}", flush=True)
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows) + "\n")
+            if args.out:  # after every pair, so that an interrupted run keeps what it measured
+                Path(args.out).write_text(json.dumps(rows) + "\n")
+    print(table(rows))
     if args.plot:
         plot(rows, args.plot)
 
