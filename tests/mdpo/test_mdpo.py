@@ -130,3 +130,14 @@ def test_record_gif(tmp_path):
     assert gif.n_frames == 7  # the reset frame and six steps, then the episode ends
     gif.seek(6)
     assert np.asarray(gif.convert("RGB"))[0, 0, 0] == 240
+
+
+def test_make_env_atari_preprocessing_or_a_clear_error():
+    import importlib.util
+
+    if importlib.util.find_spec("ale_py") is None:
+        with pytest.raises(ValueError, match="install ale-py"):
+            make_env("ALE/Pong-v5")
+    else:
+        obs, _ = make_env("ALE/Pong-v5").reset(seed=0)
+        assert obs.shape == (4, 84, 84)
