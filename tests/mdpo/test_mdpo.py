@@ -141,3 +141,16 @@ def test_make_env_atari_preprocessing_or_a_clear_error():
     else:
         obs, _ = make_env("ALE/Pong-v5").reset(seed=0)
         assert obs.shape == (4, 84, 84)
+
+
+@pytest.mark.parametrize("release, env_id, at_least", [("mdpo-cartpole", "CartPole-v1", 475),
+                                                        ("mdpo-pendulum", "Pendulum-v1", -400)])
+def test_released_checkpoints_act(release, env_id, at_least):
+    policy = zoo.load(release)
+    env = make_env(env_id)
+    obs, _ = env.reset(seed=11)
+    total, done = 0.0, False
+    while not done:
+        obs, r, term, trunc, _ = env.step(policy.act(obs))
+        total, done = total + r, term or trunc
+    assert total >= at_least
