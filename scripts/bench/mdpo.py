@@ -29,7 +29,7 @@ CONFIGS = ROOT / "recipes" / "configs" / "mdpo"
 EVAL_EPISODES, EVAL_SEED = 20, 5_000_000
 
 
-def ours(config: str, seed: int, extra: list[str]) -> tuple[float, float, int, list]:
+def ours(config: str, seed: int, extra: list[str], score: bool = True) -> tuple[float, float, int, list]:
     """(seconds, mean greedy return, env steps, [(env step, training episode return)]) of a recipe fit,
     validation off while timed."""
     import importlib.util
@@ -58,11 +58,11 @@ def ours(config: str, seed: int, extra: list[str]) -> tuple[float, float, int, l
         cli.trainer.fit(cli.model)
         seconds = time.perf_counter() - start
     model = cli.model.eval()
-    returns = evaluate(model.act, model.make_env, EVAL_EPISODES, seed=EVAL_SEED)
+    returns = evaluate(model.act, model.make_env, EVAL_EPISODES, seed=EVAL_SEED) if score else np.full(1, np.nan)
     return seconds, float(returns.mean()), int(model.env_steps), curve
 
 
-def sb3(algo: str, hp: dict, seed: int) -> tuple[float, float, int, list]:
+def sb3(algo: str, hp: dict, seed: int, score: bool = True) -> tuple[float, float, int, list]:
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -106,7 +106,7 @@ def sb3(algo: str, hp: dict, seed: int) -> tuple[float, float, int, list]:
     if normalize is not None:
         normalize.training = False
     act = lambda obs: model.predict(obs if normalize is None else normalize.normalize_obs(obs), deterministic=True)[0]  # noqa: E731
-    returns = evaluate(act, lambda: make_env(env_id), EVAL_EPISODES, seed=EVAL_SEED)
+    returns = evaluate(act, lambda: make_env(env_id), EVAL_EPISODES, seed=EVAL_SEED) if score else np.full(1, np.nan)
     return seconds, float(returns.mean()), steps, curve
 
 
@@ -116,6 +116,24 @@ TASKS = {  # config, reference, trainer.max_steps (None: the config's)
     "pendulum_on": ("pendulum_on_policy.yaml", "ppo", None),
     "hopper_on": ("paper_on_policy.yaml", "ppo", 98),  # 200k of the paper's 1M steps: what this CPU affords
 }
+
+
+def speed(task: str, iterations: int, rounds: int) -> list[float]:
+    """Steps/s ratios (ours / SB3) of short runs, alternating the two ``rounds`` times, so that a load
+    that changes over minutes (a shared machine) weighs on both alike."""
+    import yaml
+
+    config, algo, _ = TASKS[task]
+    spec = yaml.safe_load((CONFIGS / config).read_text())
+    hp = {**spec["model"], "iterations": iterations}
+    ratios = []
+    for r in range(rounds):
+        t_o, _, n_o, _ = ours(config, r, ["--trainer.max_steps", str(iterations)], score=False)
+        t_b, _, n_b, _ = sb3(algo, hp, r, score=False)
+        ratios.append((n_o / t_o) / (n_b / t_b))
+        print(f"{task:13s} round {r}  {n_o} steps   MDPO {n_o / t_o:7.0f} steps/s  SB3 {algo.upper()} {n_b / t_b:7.0f} "
+              f"steps/s  ratio {ratios[-1]:.2f}x", flush=True)
+    return ratios
 
 
 def binned(curve: list, edges: np.ndarray) -> np.ndarray:
@@ -178,6 +196,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--out", help="write every measurement as JSON here")
     parser.add_argument("--plot", help="draw the learning curves into this PNG")
+    parser.add_argument("--speed", type=int, metavar="ITERATIONS",
+                        help="only measure speed: this many iterations of each task, alternating ours and SB3")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations for --speed")
     parser.add_argument("--replot", help="only print the table (and draw --plot) from this saved --out JSON")
     args = parser.parse_args()
     if args.replot:
@@ -187,6 +208,12 @@ def main() -> None:
             plot(rows, args.plot)
         return
     torch.set_num_threads(1)
+    if args.speed:
+        for task in args.tasks:
+            ratios = speed(task, args.speed, args.rounds)
+            print(f"{task}: steps/s ratio MDPO / SB3 median {np.median(ratios):.2f}x over {len(ratios)} rounds "
+                  f"[{min(ratios):.2f}, {max(ratios):.2f}]", flush=True)
+        return
     rows = []
     for task in args.tasks:
         config, algo, iterations = TASKS[task]
