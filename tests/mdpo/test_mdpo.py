@@ -9,7 +9,6 @@ import torch
 
 import zoo
 from zoo import hub
-from zoo.mdpo import MDPO
 from zoo.rl import EnvPool, make_env
 
 from ..conftest import ROOT, load_recipe
