@@ -153,3 +153,40 @@ def test_released_checkpoints_act(release, env_id, at_least):
         obs, r, term, trunc, _ = env.step(policy.act(obs))
         total, done = total + r, term or trunc
     assert total >= at_least
+
+
+DDP_SCRIPT = '''
+import sys, torch
+sys.path.insert(0, {root!r})
+import lightning as L
+from zoo.cli import ZooCLI
+from zoo.mdpo import MDPO
+
+class Dump(L.Callback):
+    def on_fit_end(self, trainer, m):
+        torch.save({{"state": {{k: v.cpu() for k, v in m.state_dict().items()}},
+                    "obs": torch.as_tensor(m.pool.obs)}}, f"{out}/rank{{trainer.global_rank}}.pt")
+
+cli = ZooCLI(MDPO, args=sys.argv[1:], run=False)
+cli.trainer.callbacks.append(Dump())
+cli.trainer.fit(cli.model)
+'''
+
+
+def test_ddp_ranks_share_weights_and_run_their_own_environments(tmp_path):
+    """Under DDP each process steps its own, differently seeded, environments; the all-reduced
+    gradients (one per manual_backward) keep the weights identical on every rank."""
+    import os
+
+    script = tmp_path / "run.py"
+    script.write_text(DDP_SCRIPT.format(root=str(ROOT), out=str(tmp_path)))
+    out = subprocess.run([sys.executable, str(script), "--config", TINY, *QUIET, "--trainer.accelerator", "cpu",
+                          "--trainer.devices", "2", "--trainer.strategy", "ddp", "--model.normalize_obs", "true",
+                          "--trainer.default_root_dir", str(tmp_path / "run")],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k, v in r0["state"].items():
+        torch.testing.assert_close(r1["state"][k], v, rtol=0, atol=0, msg=f"{k} differs between ranks")
+    assert not torch.equal(r0["obs"], r1["obs"])
+    assert r0["state"]["obs_norm.count"].item() == 2 * 4 * 2 * 16  # statistics of both ranks' observations
