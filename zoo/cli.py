@@ -52,6 +52,16 @@ def with_default_config(args: list[str], default: Path) -> list[str]:
     return [args[0], "--config", str(default), *args[1:]]
 
 
+class StepsProgressBar(RichProgressBar):
+    """The rich bar; a run bounded by steps rather than epochs says so instead of "Epoch 3/-2"."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        trainer = self.trainer
+        if trainer.max_epochs is not None and trainer.max_epochs < 0 and trainer.max_steps > 0:
+            return f"Epoch {current_epoch} (of max_steps={trainer.max_steps})"
+        return super()._get_train_description(current_epoch)
+
+
 class ZooCLI(LightningCLI):
     def __init__(self, model_class: type, datamodule_class: type | None = None, args: ArgsType = None,
                  run: bool = True, **kwargs: Any) -> None:
@@ -97,7 +107,7 @@ class ZooCLI(LightningCLI):
         callbacks = [LearningCurve()]
         user_callbacks = config.get("callbacks") or []
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in user_callbacks):
-            callbacks.append(RichProgressBar())
+            callbacks.append(StepsProgressBar())
         for c in [self._get(self.config_init, k) for k in self._parser(self.subcommand).callback_keys]:
             if isinstance(c, ModelCheckpoint) and c.dirpath is None:
                 c.dirpath = os.path.join(root, "checkpoints")
