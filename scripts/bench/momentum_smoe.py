@@ -31,6 +31,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--norm", choices=["post", "pre", "nested"], default="post", help="where the LayerNorms sit")
     p.add_argument("--d_model", type=int, default=64)
     p.add_argument("--n_layer", type=int, default=4)
     p.add_argument("--n_head", type=int, default=4)
@@ -45,8 +46,9 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
-    size = dict(vocab_size=args.vocab_size, n_positions=args.block_size, d_model=args.d_model, n_layer=args.n_layer,
-                n_head=args.n_head, num_experts=args.num_experts, top_k=args.top_k, d_hidden=args.d_hidden, dropout=0.0)
+    size = dict(norm=args.norm, vocab_size=args.vocab_size, n_positions=args.block_size, d_model=args.d_model,
+                n_layer=args.n_layer, n_head=args.n_head, num_experts=args.num_experts, top_k=args.top_k,
+                d_hidden=args.d_hidden, dropout=0.0)
     torch.manual_seed(0)
     models = {v: MomentumSMoE(variant=v, **size).to(dev) for v in VARIANTS}
     state = models["smoe"].state_dict()
@@ -86,7 +88,7 @@ def main() -> None:
                 times[(v, kind)].append(time.perf_counter() - t)
     tokens = args.batch_size * args.block_size * args.steps
     n_params = {v: sum(p.numel() for p in m.parameters()) for v, m in models.items()}
-    print(f"device {args.device}, {args.threads} thread(s), {args.precision}; d={args.d_model}, L={args.n_layer}, "
+    print(f"device {args.device}, {args.threads} thread(s), {args.precision}; {args.norm}-norm, d={args.d_model}, L={args.n_layer}, "
           f"E={args.num_experts}, top-{args.top_k}, batch {args.batch_size}×{args.block_size}; "
           f"median of {args.rounds} rounds of {args.steps} steps")
     print("| model | parameters | train tokens/s | vs SMoE | eval tokens/s | vs SMoE |")

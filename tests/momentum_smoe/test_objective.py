@@ -41,9 +41,11 @@ def test_mu_zero_gamma_one_is_smoe_exactly():
     assert torch.equal(x1, smoe_update(x, f))
 
 
-def test_mu_zero_gamma_one_model_equals_smoe_model_bitwise():
+@pytest.mark.parametrize("norm", ["post", "pre", "nested"])
+def test_mu_zero_gamma_one_model_equals_smoe_model_bitwise(norm):
     torch.manual_seed(0)
-    args = dict(vocab_size=50, n_positions=16, d_model=16, n_head=2, num_experts=4, top_k=2, d_hidden=8, dropout=0.0)
+    args = dict(vocab_size=50, n_positions=16, d_model=16, n_head=2, num_experts=4, top_k=2, d_hidden=8, dropout=0.0,
+                norm=norm)
     smoe = SMoELM(["smoe"] * 3, params=UpdateParams(), **args).eval()
     mom = SMoELM(["momentum"] * 3, params=UpdateParams(mu=0.0, gamma=1.0), **args).eval()
     mom.load_state_dict(smoe.state_dict())
@@ -51,6 +53,72 @@ def test_mu_zero_gamma_one_model_equals_smoe_model_bitwise():
     assert torch.equal(mom(ids)[0], smoe(ids)[0])
     mom.blocks[1].params.mu = 0.7  # and momentum does change the function
     assert not torch.allclose(mom(ids)[0], smoe(ids)[0])
+
+
+def _layer_norm(x, ln):
+    """LayerNorm written out: (x − mean) / √(var + ε) · w + b over the last dimension (biased variance)."""
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / (var + ln.eps).sqrt() * ln.weight + ln.bias
+
+
+@pytest.mark.parametrize("norm", ["post", "pre", "nested"])
+@pytest.mark.parametrize("layers", [["momentum", "momentum"], ["adam", "momentum"]])
+def test_two_layer_forward_by_hand(norm, layers):
+    """The whole network against the block formulas written out, with attention and f = SMoE(·) as given
+    maps; LayerNorm weights are randomised so that a missing or misplaced norm shows."""
+    torch.manual_seed(0)
+    q = UpdateParams(mu=0.7, gamma=0.8, adam_mu=0.9, adam_beta=0.99, adam_gamma=0.5, adam_eps=1e-6)
+    net = SMoELM(layers, vocab_size=40, n_positions=8, d_model=8, n_head=2, num_experts=4, top_k=2, d_hidden=6,
+                 dropout=0.0, params=q, norm=norm).double().eval()
+    with torch.no_grad():
+        for name, t in net.named_parameters():
+            if "ln" in name:
+                t.copy_(torch.randn_like(t) * 0.3 + (1.0 if name.endswith("weight") else 0.0))
+    ids = torch.randint(0, 40, (2, 7))
+    logits, state = net(ids)
+
+    x = net.wte.weight[ids] + net.wpe.weight[:7]
+    p, adam_p, adam_m = 0.0, 0.0, 0.0
+    for block, variant in zip(net.blocks, layers):
+        if norm == "pre":
+            x = x + block.attn(_layer_norm(x, block.ln1))
+            f = block.moe(_layer_norm(x, block.ln2))[0]
+        else:
+            x = _layer_norm(x + block.attn(x), block.ln1)  # post-norm attention
+            f = block.moe(x)[0]  # f of the un-normalised-by-this-layer stream
+        if variant == "adam":
+            adam_p = q.adam_mu * adam_p + (1 - q.adam_mu) * (-f)
+            adam_m = q.adam_beta * adam_m + (1 - q.adam_beta) * f * f
+            step = q.adam_gamma * adam_p / (adam_m + q.adam_eps).sqrt()
+            p = -f + q.mu * p  # the heavy-ball state runs on through the Adam layer
+        else:
+            p = -f + q.mu * p
+            step = q.gamma * p
+        if norm == "pre":
+            x = x - step
+        elif norm == "post":
+            x = _layer_norm(x - step, block.ln2)
+        else:
+            x = _layer_norm(x + _layer_norm(x - step, block.ln3), block.ln2)
+    if norm == "pre":
+        x = _layer_norm(x, net.ln_f)
+    torch.testing.assert_close(logits, x @ net.wte.weight.T)
+    # the momentum carried out of the last layer is the raw p_t = −f(x_t) + μ p_{t−1}: no norm touches it
+    torch.testing.assert_close(state.p, p)
+    assert not torch.allclose(state.p, _layer_norm(state.p, net.blocks[-1].ln2))
+    if layers[0] == "adam":
+        torch.testing.assert_close(state.adam_p, adam_p)
+        torch.testing.assert_close(state.adam_m, adam_m)
+
+
+def test_post_norm_is_the_default_and_bad_norms_are_rejected():
+    args = dict(vocab_size=20, n_positions=8, d_model=8, n_head=2, num_experts=4, top_k=2, d_hidden=6, dropout=0.0,
+                params=UpdateParams())
+    net = SMoELM(["momentum"], **args)
+    assert net.blocks[0].norm == "post" and isinstance(net.ln_f, torch.nn.Identity)
+    with pytest.raises(ValueError, match="--model.norm: unknown 'sandwich'"):
+        SMoELM(["momentum"], norm="sandwich", **args)
 
 
 def test_adam_update_over_two_layers_by_hand():

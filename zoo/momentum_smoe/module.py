@@ -5,7 +5,8 @@
     AdamSMoE      Adam's p_t, m_t over the layers (first layer; heavy ball above, as in the paper's code)
     Robust        robust momentum: f evaluated at the look-ahead y_t = x_t − λ γ p_{t−1}
 
-f is the top-k SMoE sub-layer of each block (zoo/momentum_smoe/objective.py has the updates). The
+f is the top-k SMoE sub-layer of each block (zoo/momentum_smoe/objective.py has the updates); the
+blocks are post-norm, LayerNorm(x_{t+1}), as in the paper's code, or pre-norm (``norm``). The
 model is a next-token language model; the loss is the cross-entropy plus ``load_balance`` times the
 mean load-balancing loss of the layers. Validation and test report perplexity on clean text and on
 text under the paper's random word-swap attack (``--data.attack_rate``), and the expert load entropy.
@@ -68,6 +69,7 @@ class MomentumSMoE(GlobalRNG, ZooModule):
         self,
         variant: Literal["smoe", "momentum", "adam", "robust"] = "momentum",
         layer_variants: list[str] | None = None,
+        norm: Literal["post", "pre", "nested"] = "post",
         vocab_size: int = 4096,
         n_positions: int = 256,
         d_model: int = 128,
@@ -97,6 +99,12 @@ class MomentumSMoE(GlobalRNG, ZooModule):
             variant: the layer update of every layer: ``smoe``, ``momentum`` (MomentumSMoE), ``adam``
                 (AdamSMoE: Adam in the first layer, heavy ball above) or ``robust`` (Robust MomentumSMoE).
             layer_variants: one variant per layer, overriding ``variant`` (e.g. [adam, momentum, smoe, smoe]).
+            norm: where the LayerNorms sit, in the attention and SMoE sub-layers alike. ``post`` (the
+                paper's code): x ← LN(x + Attn(x)), f = SMoE(x), output LN(x_{t+1}), no final norm.
+                ``pre``: x ← x + Attn(LN(x)), f = SMoE(LN(x)), output x_{t+1}, a final norm before the
+                head. ``nested``: as ``post`` but output LN(x + LN(x_{t+1})), the paper's code to the
+                letter (its layer wraps the momentum layer in a second residual and norm). The momentum
+                state carried between layers is never normalised.
             vocab_size: token embeddings; the BPE trained for the model has this many tokens.
             n_positions: context length (the longest --data.block_size).
             d_model: width of the residual stream.
@@ -127,7 +135,8 @@ class MomentumSMoE(GlobalRNG, ZooModule):
         r_gamma, r_mu, r_lambda = robust_momentum_parameters(robust_L, robust_kappa, robust_rho)
         params = UpdateParams(mu=mu, gamma=gamma, adam_mu=adam_mu, adam_beta=adam_beta, adam_gamma=adam_gamma,
                               adam_eps=adam_eps, robust_gamma=r_gamma, robust_mu=r_mu, robust_lambda=r_lambda)
-        self.net = SMoELM(variants, vocab_size, n_positions, d_model, n_head, num_experts, top_k, d_hidden, dropout, params)
+        self.net = SMoELM(variants, vocab_size, n_positions, d_model, n_head, num_experts, top_k, d_hidden, dropout,
+                          params, norm)
         # a release's tokenizer comes with its weights, so that --model.init_from keeps the vocabulary
         self.tokenizer = _release_tokenizer(init_from) if init_from is not None else None
         self.val_ppl, self.val_ppl_attacked = Perplexity(), Perplexity()

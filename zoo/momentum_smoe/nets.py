@@ -1,8 +1,9 @@
 """A sparse mixture-of-experts transformer language model in plain PyTorch (CPU or any GPU).
 
-Each block is pre-norm causal self-attention followed by an SMoE sub-layer whose residual update is
-chosen per layer: ``smoe``, ``momentum`` (heavy ball), ``adam`` or ``robust`` (robust momentum), with
-the momentum state carried from block to block (zoo/momentum_smoe/objective.py).
+Each block is causal self-attention followed by an SMoE sub-layer whose residual update is chosen per
+layer: ``smoe``, ``momentum`` (heavy ball), ``adam`` or ``robust`` (robust momentum), with the momentum
+state carried from block to block (zoo/momentum_smoe/objective.py). The blocks are post-norm, as in
+the paper's code, or pre-norm (``norm``; see ``Block``).
 
 Routing is batched: one top-k over all tokens, then the (token, choice) slots are sorted by expert
 and each expert runs once on its contiguous slice (a loop over experts, never over tokens).
@@ -27,6 +28,7 @@ from zoo.momentum_smoe.objective import (
 )
 
 VARIANTS = ("smoe", "momentum", "adam", "robust")
+NORMS = ("post", "pre", "nested")
 
 
 class Experts(nn.Module):
@@ -121,26 +123,50 @@ class UpdateParams:
 
 
 class Block(nn.Module):
+    """Attention, then the SMoE sub-layer whose update x_t → x_{t+1} is the layer's variant (objective.py).
+
+    ``post``    x ← LN₁(x + Attn(x)),  f = SMoE(x),       out = LN₂(x_{t+1})   the paper's code (pre_lnorm off)
+    ``pre``     x ← x + Attn(LN₁(x)),  f = SMoE(LN₂(x)),  out = x_{t+1}
+    ``nested``  as ``post``, but                          out = LN₂(x + LN₃(x_{t+1})): the paper's code to
+                the letter, whose transformer layer puts a second residual and norm around its post-norm
+                momentum layer (for SMoE too: LN₂(x + LN₃(x + f(x))))
+
+    In every mode the state carried to the next layer (p_t; Adam's p_t and m_t) is the un-normalised one:
+    only the stream x is normalised. μ = 0, γ = 1 is SMoE exactly in every mode.
+    """
+
     def __init__(self, variant: str, d_model: int, n_head: int, num_experts: int, top_k: int, d_hidden: int,
-                 dropout: float, params: UpdateParams) -> None:
+                 dropout: float, params: UpdateParams, norm: str = "post") -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"--model.layer_variants: unknown variant {variant!r}; use one of {VARIANTS}")
-        self.variant, self.params = variant, params
+        if norm not in NORMS:
+            raise ValueError(f"--model.norm: unknown {norm!r}; use one of {NORMS}")
+        self.variant, self.params, self.norm = variant, params, norm
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.ln3 = nn.LayerNorm(d_model) if norm == "nested" else None
         self.attn = CausalSelfAttention(d_model, n_head, dropout)
         self.moe = SMoE(d_model, num_experts, top_k, d_hidden, dropout)
         self.drop = nn.Dropout(dropout)
 
     def f(self, x: Tensor, s: MomentumState) -> Tensor:
-        """f(x): the SMoE output on the normalised stream (recording balance loss and routing)."""
-        f, balance, indices = self.moe(self.ln2(x))
+        """f(x): the SMoE output (of LN₂(x) when pre-norm), recording the balance loss and routing."""
+        f, balance, indices = self.moe(self.ln2(x) if self.norm == "pre" else x)
         s.balance.append(balance)
         s.routing.append(indices)
         return self.drop(f)
 
     def forward(self, x: Tensor, s: MomentumState) -> Tensor:
-        x = x + self.drop(self.attn(self.ln1(x)))
+        if self.norm == "pre":
+            x = x + self.drop(self.attn(self.ln1(x)))
+            return self.update(x, s)
+        x = self.ln1(x + self.drop(self.attn(x)))
+        if self.norm == "post":
+            return self.ln2(self.update(x, s))
+        return self.ln2(x + self.ln3(self.update(x, s)))
+
+    def update(self, x: Tensor, s: MomentumState) -> Tensor:
+        """x_{t+1} of the layer's variant, before any norm; s.p, s.adam_p, s.adam_m move on to layer t+1."""
         q, v = self.params, self.variant
         if v == "smoe":
             return smoe_update(x, self.f(x, s))
@@ -159,18 +185,21 @@ class Block(nn.Module):
 
 
 class SMoELM(nn.Module):
-    """Token + position embeddings, the blocks, a final norm and a head tied to the token embedding."""
+    """Token + position embeddings, the blocks, a final norm (pre-norm only) and a head tied to the token
+    embedding."""
 
     def __init__(self, layer_variants: list[str], vocab_size: int, n_positions: int, d_model: int, n_head: int,
-                 num_experts: int, top_k: int, d_hidden: int, dropout: float, params: UpdateParams) -> None:
+                 num_experts: int, top_k: int, d_hidden: int, dropout: float, params: UpdateParams,
+                 norm: str = "post") -> None:
         super().__init__()
         self.n_positions = n_positions
         self.wte = nn.Embedding(vocab_size, d_model)
         self.wpe = nn.Embedding(n_positions, d_model)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(v, d_model, n_head, num_experts, top_k, d_hidden, dropout, params)
+        self.blocks = nn.ModuleList(Block(v, d_model, n_head, num_experts, top_k, d_hidden, dropout, params, norm)
                                     for v in layer_variants)
-        self.ln_f = nn.LayerNorm(d_model)
+        # post-norm blocks already end in a LayerNorm (the paper's code has no final norm)
+        self.ln_f = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
         nn.init.normal_(self.wte.weight, std=0.02)
         nn.init.normal_(self.wpe.weight, std=0.02)
 

@@ -27,6 +27,10 @@ Momentum is then added across the layers, with the state p_t carried from layer 
 x_t − f(x_t), not SMoE. The paper's heavy-ball form x_{t+1} = x_t − γ p_t is used here, which reduces
 to SMoE exactly.)
 
+These are the updates of the residual stream alone. Where a LayerNorm goes is the network's business
+(zoo/momentum_smoe/nets.py): a post-norm layer, the paper's, outputs LayerNorm(x_{t+1}) and carries
+the un-normalised p_t (and m_t) to the next layer; a pre-norm layer evaluates f on LayerNorm(x_t).
+
 Routing: router logits s(x) = W_g x + b_g ∈ R^E; the top-k experts by s are chosen and their gates are
 the softmax of their k logits, g = softmax(s_{top-k}). Load balancing (Switch/GShard style):
 
@@ -88,7 +92,12 @@ def adam_smoe_update(x: Tensor, f_x: Tensor, p_prev: Tensor, m_prev: Tensor, mu:
                      gamma: float, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """Adam: p_t = μ p_{t−1} + (1−μ)(−f);  m_t = β m_{t−1} + (1−β) f⊙f;  x_{t+1} = x_t − γ p_t/√(m_t + ε).
     Returns (x_{t+1}, p_t, m_t). ε sits inside the root: √m has an infinite derivative at m = 0, which
-    a dropped-out (exactly zero) f would otherwise turn into NaN gradients."""
+    a dropped-out (exactly zero) f would otherwise turn into NaN gradients.
+
+    This is the paper's equation. The paper's code differs: its post-norm Adam layer outputs
+    LN(x − (γ p'/√(m + ε) + x)) = LN(−γ p'/√(m + ε)), with p' the average of +f, so it drops the
+    residual x_t (its transformer layer then adds x_t back outside: LN(x_t + LN(−γ p'/√(m + ε))));
+    the sign of f is immaterial, the experts learn it."""
     p = mu * p_prev + (1 - mu) * (-f_x)
     m = beta * m_prev + (1 - beta) * f_x * f_x
     return x - gamma * p / (m + eps).sqrt(), p, m
