@@ -115,6 +115,7 @@ TASKS = {  # config, reference, trainer.max_steps (None: the config's)
     "pendulum_off": ("pendulum.yaml", "sac", None),
     "pendulum_on": ("pendulum_on_policy.yaml", "ppo", None),
     "hopper_on": ("paper_on_policy.yaml", "ppo", 98),  # 200k of the paper's 1M steps: what this CPU affords
+    "hopper_off": ("paper.yaml", "sac", 600),  # 30k of the paper's 1M steps (10k of them random)
 }
 
 
