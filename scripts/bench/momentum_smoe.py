@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from zoo.lm.objective import next_token_nll  # noqa: E402
 from zoo.momentum_smoe import MomentumSMoE  # noqa: E402
+from zoo.momentum_smoe.objective import adam_smoe_update, momentum_smoe_update, smoe_update  # noqa: E402
 
 VARIANTS = {"smoe": "SMoE", "momentum": "MomentumSMoE", "adam": "AdamSMoE", "robust": "Robust MomentumSMoE"}
 
@@ -77,8 +78,9 @@ def main() -> None:
     for v in VARIANTS:  # warm-up
         train(v)
         infer(v)
-    for _ in range(args.rounds):
-        for v in VARIANTS:
+    order = list(VARIANTS)
+    for r in range(args.rounds):
+        for v in order[r % len(order):] + order[:r % len(order)]:  # each variant first in turn
             for kind, fn in (("train", train), ("eval", infer)):
                 sync()
                 t = time.perf_counter()
@@ -90,14 +92,51 @@ def main() -> None:
     n_params = {v: sum(p.numel() for p in m.parameters()) for v, m in models.items()}
     print(f"device {args.device}, {args.threads} thread(s), {args.precision}; {args.norm}-norm, d={args.d_model}, L={args.n_layer}, "
           f"E={args.num_experts}, top-{args.top_k}, batch {args.batch_size}×{args.block_size}; "
-          f"median of {args.rounds} rounds of {args.steps} steps")
+          f"median of {args.rounds} rounds of {args.steps} steps; 'vs SMoE' is the median of the rounds' ratios")
     print("| model | parameters | train tokens/s | vs SMoE | eval tokens/s | vs SMoE |")
     print("|---|---|---|---|---|---|")
-    base = {kind: tokens / statistics.median(times[("smoe", kind)]) for kind in ("train", "eval")}
     for v, name in VARIANTS.items():
+        # paired: SMoE's time over this variant's in the same round, so a load that drifts over the run cancels
+        ratio = {kind: statistics.median(s / t for s, t in zip(times[("smoe", kind)], times[(v, kind)]))
+                 for kind in ("train", "eval")}
         tr = tokens / statistics.median(times[(v, "train")])
         ev = tokens / statistics.median(times[(v, "eval")])
-        print(f"| {name} | {n_params[v]:,} | {tr:,.0f} | {tr / base['train']:.3f} | {ev:,.0f} | {ev / base['eval']:.3f} |")
+        print(f"| {name} | {n_params[v]:,} | {tr:,.0f} | {ratio['train']:.3f} | {ev:,.0f} | {ratio['eval']:.3f} |")
+    update_cost(args, dev, statistics.median(times[("smoe", "train")]) / args.steps)
+
+
+def update_cost(args, dev: torch.device, smoe_step: float) -> None:
+    """The residual updates alone, forward and backward through all layers on tensors of the model's shape,
+    less SMoE's x + f: what momentum adds to a training step, timed apart from the noise of a whole step."""
+    shape = (args.batch_size, args.block_size, args.d_model)
+    x0 = torch.randn(shape, device=dev)
+    fs = [torch.randn(shape, device=dev, requires_grad=True) for _ in range(args.n_layer)]
+
+    def chain(v: str) -> None:
+        x, p, pa, m = x0, 0.0, 0.0, 0.0
+        for t, f in enumerate(fs):
+            if v == "smoe":
+                x = smoe_update(x, f)
+            elif v == "adam" and t == 0:  # Adam in the first layer, heavy ball above (module.py)
+                x, pa, m = adam_smoe_update(x, f, pa, m, 0.9, 0.999, 1.0, 1e-8)
+                p = -f + 0.7 * p
+            else:
+                x, p = momentum_smoe_update(x, f, p, 0.7, 1.0)
+        x.sum().backward()
+
+    cost = {}
+    for v in ("smoe", "momentum", "adam"):
+        chain(v)
+        runs = []
+        for _ in range(args.rounds):
+            t = time.perf_counter()
+            for _ in range(20):
+                chain(v)
+            runs.append((time.perf_counter() - t) / 20)
+        cost[v] = statistics.median(runs)
+    print(f"the updates alone (forward + backward, {args.n_layer} layers): " + ", ".join(
+        f"{VARIANTS[v]} +{1e3 * (cost[v] - cost['smoe']):.2f} ms = {100 * (cost[v] - cost['smoe']) / smoe_step:.1f} % "
+        f"of SMoE's training step ({1e3 * smoe_step:.1f} ms)" for v in ("momentum", "adam")))
 
 
 if __name__ == "__main__":
