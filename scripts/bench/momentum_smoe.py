@@ -102,26 +102,28 @@ def main() -> None:
         tr = tokens / statistics.median(times[(v, "train")])
         ev = tokens / statistics.median(times[(v, "eval")])
         print(f"| {name} | {n_params[v]:,} | {tr:,.0f} | {ratio['train']:.3f} | {ev:,.0f} | {ratio['eval']:.3f} |")
-    update_cost(args, dev, statistics.median(times[("smoe", "train")]) / args.steps)
+    update_cost(models, args, dev, statistics.median(times[("smoe", "train")]) / args.steps)
 
 
-def update_cost(args, dev: torch.device, smoe_step: float) -> None:
+def update_cost(models: dict, args, dev: torch.device, smoe_step: float) -> None:
     """The residual updates alone, forward and backward through all layers on tensors of the model's shape,
-    less SMoE's x + f: what momentum adds to a training step, timed apart from the noise of a whole step."""
+    less SMoE's x + f: what momentum adds to a training step, timed apart from the noise of a whole step.
+    Each layer applies its block's own variant and parameters (AdamSMoE: Adam first, heavy ball above)."""
     shape = (args.batch_size, args.block_size, args.d_model)
     x0 = torch.randn(shape, device=dev)
     fs = [torch.randn(shape, device=dev, requires_grad=True) for _ in range(args.n_layer)]
 
     def chain(v: str) -> None:
         x, p, pa, m = x0, 0.0, 0.0, 0.0
-        for t, f in enumerate(fs):
-            if v == "smoe":
+        for block, f in zip(models[v].net.blocks, fs):
+            q = block.params
+            if block.variant == "smoe":
                 x = smoe_update(x, f)
-            elif v == "adam" and t == 0:  # Adam in the first layer, heavy ball above (module.py)
-                x, pa, m = adam_smoe_update(x, f, pa, m, 0.9, 0.999, 1.0, 1e-8)
-                p = -f + 0.7 * p
+            elif block.variant == "adam":
+                x, pa, m = adam_smoe_update(x, f, pa, m, q.adam_mu, q.adam_beta, q.adam_gamma, q.adam_eps)
+                p = -f + q.mu * p  # the heavy-ball state runs on through the Adam layer, as in Block.update
             else:
-                x, p = momentum_smoe_update(x, f, p, 0.7, 1.0)
+                x, p = momentum_smoe_update(x, f, p, q.mu, q.gamma)
         x.sum().backward()
 
     cost = {}
@@ -137,7 +139,6 @@ def update_cost(args, dev: torch.device, smoe_step: float) -> None:
     print(f"the updates alone (forward + backward, {args.n_layer} layers): " + ", ".join(
         f"{VARIANTS[v]} +{1e3 * (cost[v] - cost['smoe']):.2f} ms = {100 * (cost[v] - cost['smoe']) / smoe_step:.1f} % "
         f"of SMoE's training step ({1e3 * smoe_step:.1f} ms)" for v in ("momentum", "adam")))
-
 
 if __name__ == "__main__":
     main()
