@@ -4,37 +4,60 @@
     python recipes/<method>.py fit --config recipes/configs/<method>/paper.yaml \\
         --trainer.devices 8 --trainer.strategy ddp --trainer.precision bf16-mixed
     python recipes/<method>.py fit --model.init_from <id or path>   # fine-tune a release
-    python recipes/<method>.py fit --ckpt_path last                 # resume the last run
+    python recipes/<method>.py fit --ckpt_path last                 # resume the latest run
 
-What it adds to LightningCLI: the method's default config when no ``--config`` is given; a seed
-(0 unless ``--seed_everything`` says otherwise); a rich progress bar; CSV logs (and TensorBoard
-when it is installed) under ``logs/<method>/version_N``; a ``ModelCheckpoint`` saving
-``last.ckpt`` to ``logs/<method>/checkpoints`` (``--checkpoint.*`` configures it); and
-``curve.png`` of the method's headline metrics at the end of fit.
+What it adds to LightningCLI:
+
+- the method's default config when no ``--config`` is given, and a seed (0 unless
+  ``--seed_everything`` says otherwise);
+- hyperparameters from the files a run starts from: ``--ckpt_path`` (a checkpoint to resume;
+  ``last`` is the latest run's) and ``--model.init_from`` (a release) supply the model's
+  hyperparameters, which the command line's own flags and ``--config`` override; a checkpoint of
+  another method is refused, and code that such a file names is imported only if trusted
+  (zoo/trust.py; ``--trust_code true``);
+- logs under ``logs/<method>/version_N/`` (CSV, and TensorBoard when installed), with that run's
+  checkpoints in ``version_N/checkpoints/`` (``last.ckpt``: written every
+  ``--checkpoint.every_n_train_steps``, at the end of fit and on Ctrl-C; atomically; read back with
+  ``weights_only=True``), and ``curve.png`` of the method's headline metrics;
+- progress: the rich bar on a terminal, a plain line every 30 s otherwise;
+- errors: a bad flag or value, or a user error met while running (a bad file, a bad environment),
+  prints one line and exits with status 2.
 """
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-
+import yaml
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
-from lightning.pytorch.cli import ArgsType, LightningCLI
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
+from zoo import hub
 from zoo.curves import LearningCurve
-
-# ZooCLI passes sys.argv on itself, with the default config inserted: not the mistake this warns of
-warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
+from zoo.errors import UserError
+from zoo.runs import (
+    REMOTE,
+    AtomicCheckpointIO,
+    PlainProgress,
+    RunCheckpoint,
+    SaveOnInterrupt,
+    StepsProgressBar,
+    latest_checkpoint,
+)
+from zoo.trust import check_code
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_CKPT_WORDS = ("best", "hpc", "registry")
 
 
 def method_of(model_class: type) -> str:
@@ -52,23 +75,55 @@ def with_default_config(args: list[str], default: Path) -> list[str]:
     return [args[0], "--config", str(default), *args[1:]]
 
 
-class StepsProgressBar(RichProgressBar):
-    """The rich bar; a run bounded by steps rather than epochs says so instead of "Epoch 3/-2"."""
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
 
-    def _get_train_description(self, current_epoch: int) -> str:
-        trainer = self.trainer
-        if trainer.max_epochs is not None and trainer.max_epochs < 0 and trainer.max_steps > 0:
-            return f"Epoch {current_epoch} (of max_steps={trainer.max_steps})"
-        return super()._get_train_description(current_epoch)
+
+def quiet_libraries() -> None:
+    """A recipe's terminal shows the method: no library tips, deprecation notices or download bars."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    # ZooCLI passes sys.argv on itself, with the default config inserted: not the mistake this warns of
+    warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
+    # a resumed run writes its checkpoints to its own version folder, by design
+    warnings.filterwarnings("ignore", "The dirpath has changed from")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropTips) for f in logger.filters):
+            logger.addFilter(_DropTips())
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+
+
+class ZooArgumentParser(LightningArgumentParser):
+    """A usage error is one line (and where --help is), not the 80-line usage message."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:  # jsonargparse parsing tentatively: it catches the error itself
+            return super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        sys.stderr.write(f"error: {message}\n({parser.prog.replace(' [options]', '')} --help lists every option)\n")
+        self.exit(2)
 
 
 class ZooCLI(LightningCLI):
     def __init__(self, model_class: type, datamodule_class: type | None = None, args: ArgsType = None,
                  run: bool = True, **kwargs: Any) -> None:
         self.method = method_of(model_class)
+        quiet_libraries()
+        self._layers = tempfile.TemporaryDirectory(prefix="zoo-cli-")
+        self._inserted_default = False
         if args is None or isinstance(args, list):
-            args = with_default_config(list(sys.argv[1:] if args is None else args),
-                                       CONFIGS / self.method / "default.yaml")
+            given = list(sys.argv[1:] if args is None else args)
+            args = with_default_config(given, CONFIGS / self.method / "default.yaml")
+            self._inserted_default = args != given
+        kwargs.setdefault("parser_class", ZooArgumentParser)
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("trainer_defaults", {"default_root_dir": f"logs/{self.method}"})
@@ -79,14 +134,86 @@ class ZooCLI(LightningCLI):
         parser.add_argument("--torch_threads", type=Optional[int], default=None,
                             help="CPU intra-op threads (torch.set_num_threads); 1 suits tiny models, which "
                                  "otherwise lose time to thread contention on a busy machine")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_argument("--trust_code", type=bool, default=False,
+                            help="import code that a checkpoint or release names (a user environment) even where "
+                                 "it is not the zoo's own and not given on this command line")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
                              "checkpoint.every_n_train_steps": 100,
                              "checkpoint.enable_version_counter": False})
 
+    # -- the hyperparameters that come from files -------------------------------------------------
+
+    def parse_arguments(self, parser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        if not isinstance(args, list):
+            return
+        try:
+            layer = self._hparams_from_files(parser)
+        except UserError as e:
+            parser.error(str(e))
+        if layer is None:
+            return
+        hparams, ckpt_path = layer
+        path = Path(self._layers.name) / "from_files.yaml"
+        path.write_text(yaml.safe_dump({"model": hparams}, sort_keys=False))
+        at = 3 if self._inserted_default else 1  # after the default config, before the user's own arguments
+        super().parse_arguments(parser, [*args[:at], "--config", str(path), *args[at:]])
+        if ckpt_path is not None:
+            self._config(self.config)["ckpt_path"] = str(ckpt_path)
+
+    def _config(self, config):
+        return config[config["subcommand"]] if config.get("subcommand") else config
+
+    def _hparams_from_files(self, parser) -> tuple[dict[str, Any], Path | None] | None:
+        """The model hyperparameters of the checkpoint to resume or the release to start from (checked for
+        method and code), and the checkpoint's resolved path."""
+        config = self._config(self.config)
+        ckpt_path, init_from = config.get("ckpt_path"), config.get("model", {}).get("init_from")
+        if ckpt_path in LIGHTNING_CKPT_WORDS:
+            return None
+        if ckpt_path:
+            path = self.resolve_ckpt_path(str(ckpt_path), config)
+            ckpt = hub.read_checkpoint(path)
+            cls, hparams, source = hub.import_class(ckpt["zoo_class_path"], path), hub.checkpoint_hparams(ckpt), path
+        elif init_from:
+            cls, hparams, source = hub.release_hparams(init_from)
+            path = None
+        else:
+            return None
+        if cls is not self.model_class:
+            raise UserError(f"{source}: a checkpoint of {method_of(cls)} ({cls.__module__}.{cls.__name__}), but this "
+                            f"recipe trains {self.method} ({self.model_class.__module__}.{self.model_class.__name__})")
+        given = dict(config.get("model") or {})
+        check_code(cls, hparams, source, bool(config.get("trust_code")), given=given)
+        settable = set(given) - {"init_from"}
+        hparams = {k: v for k, v in hparams.items() if k in settable}
+        return hparams, path
+
+    def resolve_ckpt_path(self, ckpt_path: str, config) -> Path:
+        root = (config.get("trainer") or {}).get("default_root_dir") or f"logs/{self.method}"
+        if ckpt_path == "last":
+            path = latest_checkpoint(root)
+            if path is None:
+                raise UserError(f"--ckpt_path last: no run under {root} has a checkpoint to resume "
+                                "(version_*/checkpoints/last.ckpt); start one with fit")
+            return path
+        if REMOTE.match(ckpt_path):
+            raise UserError(f"--ckpt_path {ckpt_path}: only local files are read; download it, check where it "
+                            "came from, and pass the local path")
+        path = Path(ckpt_path).expanduser()
+        if not path.is_file():
+            raise UserError(f"--ckpt_path {ckpt_path}: no such file")
+        return path
+
+    def _parse_ckpt_path(self) -> None:
+        """Done in parse_arguments, where the command line's flags can override the checkpoint's values."""
+
+    # -- building and running ------------------------------------------------------------------------
+
     def instantiate_classes(self) -> None:
         """A hyperparameter the model or data rejects (ValueError) is a usage error, reported as one."""
-        config = self.config[self.subcommand] if self.subcommand else self.config
+        config = self._config(self.config)
         if config.get("torch_threads"):
             torch.set_num_threads(config["torch_threads"])
         try:
@@ -104,15 +231,23 @@ class ZooCLI(LightningCLI):
 
                 loggers.append(TensorBoardLogger(root, name="", version=loggers[0].version))
             kwargs["logger"] = loggers
-        callbacks = [LearningCurve()]
+        plugins = config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(hasattr(p, "save_checkpoint") for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        callbacks = [LearningCurve(), SaveOnInterrupt()]
         user_callbacks = config.get("callbacks") or []
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in user_callbacks):
-            callbacks.append(StepsProgressBar())
-        for c in [self._get(self.config_init, k) for k in self._parser(self.subcommand).callback_keys]:
-            if isinstance(c, ModelCheckpoint) and c.dirpath is None:
-                c.dirpath = os.path.join(root, "checkpoints")
+            callbacks.append(StepsProgressBar() if sys.stderr.isatty() else PlainProgress())
         kwargs["callbacks"] = [*user_callbacks, *callbacks]
         return super().instantiate_trainer(**kwargs)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except UserError as e:
+            sys.stderr.write(f"error: {e}\n")
+            sys.exit(2)
 
     def after_fit(self) -> None:
         """Say where the logs, the checkpoint and the learning curve went."""

@@ -1,16 +1,18 @@
-"""Released checkpoints: a registry of ids, their files and sha256 sums, and safe loading.
+"""Released checkpoints: a registry of ids, self-verifying release folders, and safe loading.
 
-A release is a directory ``checkpoints/<id>/`` holding
+A release is a directory ``checkpoints/<id>/`` (or anywhere else) holding
 
-    model.safetensors   the module's state dict (never a pickle)
+    model.safetensors   the weights (never a pickle); the LM methods write a Hugging Face folder:
+                        config.json, model.safetensors, tokenizer files
     hparams.yaml        {class_path: zoo.<method>.<Class>, init_args: {...}}
-    card.md             command, seed, package versions, git commit, measured metrics
-    metrics.json        the measured metrics
-    curve.png           the learning curve
+    manifest.json       the sha256 of every file the release loads from
+    card.md, metrics.json, curve.png   what it is and how it measured (not read when loading)
 
-and an entry in ``checkpoints/registry.json`` with the method, the data, the headline metric and
-the sha256 of every file. ``load`` verifies the sums before it reads a byte of the weights, and
-reads only safetensors, YAML, and Lightning checkpoints through ``torch.load(weights_only=True)``.
+``checkpoints/registry.json`` maps each id to its folder, method, data, headline metric and the
+sha256 of its manifest. ``load`` checks the manifest, and every file against it, wherever the folder
+lies, before it reads a byte: a file changed, added or missing is refused, naming it. It reads only
+safetensors, YAML and JSON, and Lightning checkpoints through ``torch.load(weights_only=True)``; it
+imports no class outside the zoo and no code that a file names (zoo/trust.py).
 """
 from __future__ import annotations
 
@@ -23,15 +25,17 @@ from typing import Any
 import torch
 import yaml
 
+from zoo.errors import CheckpointError
+from zoo.trust import check_code
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
 REGISTRY = CHECKPOINTS / "registry.json"
-WEIGHTS, HPARAMS = "model.safetensors", "hparams.yaml"
-DOCUMENTS = ("card.md", "metrics.json", "curve.png")  # describe a release; not verified on load
+WEIGHTS, HPARAMS, MANIFEST = "model.safetensors", "hparams.yaml", "manifest.json"
+DOCUMENTS = ("card.md", "metrics.json", MANIFEST)  # describe a release; never read to build the model
+PICTURES = (".png", ".gif")
 
-
-class CheckpointError(RuntimeError):
-    """A release or checkpoint file is missing, corrupted, or does not match its model."""
+__all__ = ["CheckpointError", "list_models", "load", "load_weights", "save", "registry", "release_dir", "verify"]
 
 
 def sha256(path: Path) -> str:
@@ -45,7 +49,13 @@ def sha256(path: Path) -> str:
 def registry() -> dict[str, dict[str, Any]]:
     if not REGISTRY.exists():
         return {}
-    return json.loads(REGISTRY.read_text())
+    try:
+        reg = json.loads(REGISTRY.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{REGISTRY}: not a readable registry ({e})") from None
+    if not isinstance(reg, dict) or not all(isinstance(v, dict) and "path" in v for v in reg.values()):
+        raise CheckpointError(f"{REGISTRY}: expected {{id: {{path, method, data, headline, manifest}}}}")
+    return reg
 
 
 def list_models(print_table: bool = True) -> list[dict[str, Any]]:
@@ -65,80 +75,156 @@ def list_models(print_table: bool = True) -> list[dict[str, Any]]:
     return rows
 
 
-def _resolve(id_or_path: str | Path) -> tuple[Path, dict[str, str] | None]:
-    """The release directory (or .ckpt file) and the sha256 sums it must match, if registered."""
+# -- verification ---------------------------------------------------------------------------
+
+def is_document(name: str) -> bool:
+    return name in DOCUMENTS or name.endswith(PICTURES)
+
+
+def read_manifest(directory: Path) -> dict[str, str]:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no {MANIFEST}, so nothing says which files are the release's; zoo "
+                              "releases carry one (scripts/release.py, python -m zoo export)")
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: not a readable manifest ({type(e).__name__}: {e})") from None
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise CheckpointError(f"{path}: 'files' must map file names to sha256 sums")
+    if not any(name.endswith(".safetensors") for name in files):
+        raise CheckpointError(f"{path}: lists no weights (*.safetensors), so it would verify nothing that matters")
+    return files
+
+
+def verify(directory: str | Path, manifest_sha256: str | None = None) -> None:
+    """Check a release folder against its manifest (and the manifest against ``manifest_sha256``, the
+    registry's pin, where given): every listed file present and unchanged, no other file to load."""
+    directory = Path(directory)
+    if manifest_sha256 is not None and (directory / MANIFEST).is_file():
+        got = sha256(directory / MANIFEST)
+        if got != manifest_sha256:
+            raise CheckpointError(f"{directory / MANIFEST}: sha256 is {got[:12]}… but the registry says "
+                                  f"{manifest_sha256[:12]}…; the release was changed after it was registered: refusing it")
+    files = read_manifest(directory)
+    for name, expected in files.items():
+        f = directory / name
+        if Path(name).name != name or not f.is_file():
+            raise CheckpointError(f"{f}: missing; the manifest lists it with sha256 {expected[:12]}…")
+        got = sha256(f)
+        if got != expected:
+            raise CheckpointError(f"{f}: sha256 is {got[:12]}… but the manifest says {expected[:12]}…; the file is "
+                                  "corrupted or was changed after release: refusing to load it")
+    extra = sorted(p.name for p in directory.iterdir() if p.name not in files and not is_document(p.name))
+    if extra:
+        raise CheckpointError(f"{directory / extra[0]}: not in the manifest; a release loads only the files its "
+                              "manifest lists (remove the file, or release again)")
+
+
+def release_dir(id_or_path: str | Path) -> Path:
+    """The verified release directory of a registered id or a release path."""
+    path, pinned = _resolve(id_or_path)
+    if path.is_file():
+        raise CheckpointError(f"{path}: a checkpoint file, not a release directory")
+    verify(path, pinned)
+    return path
+
+
+def _resolve(id_or_path: str | Path) -> tuple[Path, str | None]:
+    """The release directory (or .ckpt file) and the manifest sum the registry pins, if registered."""
     reg = registry()
     if str(id_or_path) in reg:
         entry = reg[str(id_or_path)]
-        return CHECKPOINTS / entry["path"], entry["files"]
+        if not entry.get("manifest"):
+            raise CheckpointError(f"{REGISTRY}: the entry {id_or_path!r} pins no manifest, so it verifies nothing")
+        return CHECKPOINTS / entry["path"], entry["manifest"]
     path = Path(id_or_path).expanduser()
     if not path.exists():
         known = ", ".join(sorted(reg)) or "none yet"
         raise CheckpointError(f"{id_or_path!r} is neither a released id (known: {known}) nor an existing path")
-    for entry in reg.values():  # a registered directory given by its path is verified as well
+    for entry in reg.values():  # a registered directory given by its path is pinned as well
         if (CHECKPOINTS / entry["path"]).resolve() == path.resolve():
-            return path, entry["files"]
+            return path, entry.get("manifest")
     return path, None
 
 
-def verify(directory: Path, files: dict[str, str]) -> None:
-    for name, expected in files.items():
-        f = directory / name
-        if not f.exists():
-            raise CheckpointError(f"{f}: missing; the release lists it with sha256 {expected[:12]}…")
-        got = sha256(f)
-        if got != expected:
-            raise CheckpointError(
-                f"{f}: sha256 is {got[:12]}… but the registry says {expected[:12]}…; "
-                "the file is corrupted or was changed after release: refusing to load it"
-            )
+# -- reading ---------------------------------------------------------------------------------
 
+def import_class(class_path: Any, source: Path) -> type:
+    """The ZooModule class named by ``class_path``; nothing outside the zoo package is imported."""
+    from zoo.module import ZooModule
 
-def _import_class(class_path: str, source: Path) -> type:
-    if not class_path.startswith("zoo."):
+    if not isinstance(class_path, str) or not class_path.startswith("zoo."):
         raise CheckpointError(f"{source}: class_path {class_path!r} is outside the zoo package: refusing to import it")
     module, _, name = class_path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise CheckpointError(f"{source}: class_path {class_path!r} does not exist ({e})") from e
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise CheckpointError(f"{source}: class_path {class_path!r} does not exist ({e})") from None
+    if not (isinstance(cls, type) and issubclass(cls, ZooModule)):
+        raise CheckpointError(f"{source}: class_path {class_path!r} is not a zoo model (a ZooModule): refusing it")
+    return cls
 
 
-def _read_hparams(path: Path) -> tuple[type, dict[str, Any]]:
+def read_hparams(path: Path) -> tuple[type, dict[str, Any]]:
+    """(class, init_args) of a release's hparams.yaml."""
     try:
         spec = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise CheckpointError(f"{path}: not readable as YAML ({e})") from e
-    if not isinstance(spec, dict) or "class_path" not in spec:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise CheckpointError(f"{path}: not readable as YAML ({e})") from None
+    if not isinstance(spec, dict) or "class_path" not in spec or not isinstance(spec.get("init_args") or {}, dict):
         raise CheckpointError(f"{path}: expected a mapping with class_path and init_args")
-    return _import_class(spec["class_path"], path), dict(spec.get("init_args") or {})
+    return import_class(spec["class_path"], path), dict(spec.get("init_args") or {})
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".ckpt":
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any failure to read is the same error for the user
-            raise CheckpointError(f"{path}: not a readable Lightning checkpoint ({e})") from e
-        return ckpt["state_dict"]
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint written by a zoo recipe, read without unpickling anything but tensors."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated, not a zip, pickled objects: the same error for the user
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    if "zoo_class_path" not in ckpt:
+        raise CheckpointError(f"{path}: says nothing of its model (no zoo_class_path); it was not written by a zoo recipe")
+    return ckpt
+
+
+def checkpoint_hparams(ckpt: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if not k.startswith("_")}
+
+
+def release_hparams(id_or_path: str | Path) -> tuple[type, dict[str, Any], Path]:
+    """(class, init_args, the file they come from) of a release or checkpoint, verified, without building it."""
+    path, pinned = _resolve(id_or_path)
+    if path.is_file():
+        ckpt = read_checkpoint(path)
+        return import_class(ckpt["zoo_class_path"], path), checkpoint_hparams(ckpt), path
+    verify(path, pinned)
+    cls, init_args = read_hparams(path / HPARAMS) if (path / HPARAMS).is_file() else (None, None)
+    if cls is None:
+        raise CheckpointError(f"{path / HPARAMS}: missing; a release directory holds {HPARAMS}")
+    return cls, init_args, path / HPARAMS
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         return load_file(path)
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from e
+        raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from None
 
 
-def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str,
+               differing: str = "") -> None:
+    """Load ``state`` strictly; a mismatch names the tensors (and ``differing``: what explains it)."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -147,61 +233,54 @@ def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: 
             parts.append(f"unexpected tensors {unexpected[:5]}")
         if wrong:
             parts.append("shape mismatches " + "; ".join(wrong[:5]))
-        raise CheckpointError(
-            f"{source}: does not match the model ({', '.join(parts)}); "
-            "the model's hyperparameters differ from those the weights were trained with"
-        )
+        why = differing or "the model's hyperparameters differ from those the weights were trained with"
+        raise CheckpointError(f"{source}: does not match the model ({', '.join(parts)}); {why}")
     module.load_state_dict(state, strict=True)
 
 
-def _files(id_or_path: str | Path) -> tuple[Path, Path | None]:
-    """(weights file, hparams file or None) after verifying sums where the release is registered."""
-    path, sums = _resolve(id_or_path)
-    if path.is_file():
-        return path, None
-    if sums is not None:
-        verify(path, sums)
-    for name in (WEIGHTS, HPARAMS):
-        if not (path / name).exists():
-            raise CheckpointError(f"{path / name}: missing; a release directory holds {WEIGHTS} and {HPARAMS}")
-    return path / WEIGHTS, path / HPARAMS
-
-
-def load(id_or_path: str | Path, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+def load(id_or_path: str | Path, map_location: str | torch.device = "cpu", trust_code: bool = False) -> torch.nn.Module:
     """The released (or saved) LightningModule in eval mode.
 
     ``id_or_path``: an id from ``zoo.list_models()``, a release directory, or a Lightning ``.ckpt``
-    written by a ``fit`` run of a zoo recipe.
+    written by a ``fit`` run of a zoo recipe. ``trust_code``: allow hyperparameters that name code
+    outside the zoo (a user environment) to be imported; only for files whose origin you trust.
     """
-    weights, hparams = _files(id_or_path)
-    if hparams is not None:
-        cls, init_args = _read_hparams(hparams)
-        if hasattr(cls, "load_release"):  # methods whose weights live in another format (HF models)
-            return cls.load_release(weights.parent, init_args).to(map_location).eval()
-    else:
-        ckpt = torch.load(weights, map_location="cpu", weights_only=True)
-        init_args = {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if not k.startswith("_")}
-        class_path = ckpt.get("zoo_class_path")
-        if class_path is None:
-            raise CheckpointError(f"{weights}: has no _class_path; it was not written by a zoo recipe")
-        cls = _import_class(class_path, weights)
+    cls, init_args, source = release_hparams(id_or_path)
+    check_code(cls, init_args, source, trust_code)
     init_args.pop("init_from", None)
+    if source.suffix != ".ckpt":
+        return cls.load_release(source.parent, init_args).to(map_location).eval()
+    ckpt = read_checkpoint(source)
     model = cls(**init_args)
-    _load_into(model, _read_state_dict(weights), weights)
+    load_state(model, ckpt["state_dict"], source)
+    if "zoo_tokenizer" in ckpt and hasattr(model, "tokenizer"):
+        from zoo.lm.tokenizer import tokenizer_from_files
+
+        model.tokenizer = tokenizer_from_files(ckpt["zoo_tokenizer"])
     return model.to(map_location).eval()
 
 
-def load_weights(module: torch.nn.Module, id_or_path: str | Path) -> None:
-    """Load a release's weights into an existing module (fine-tuning); shapes must match."""
-    weights, hparams = _files(id_or_path)
-    if hparams is not None:
-        cls, init_args = _read_hparams(hparams)
-        if hasattr(cls, "load_release"):  # stored in another format: read it the way the method does
-            init_args.pop("init_from", None)
-            _load_into(module, cls.load_release(weights.parent, init_args).state_dict(), weights.parent)
-            return
-    _load_into(module, _read_state_dict(weights), weights)
+def load_weights(module: torch.nn.Module, id_or_path: str | Path, trust_code: bool = False) -> None:
+    """Load a release's (or checkpoint's) weights into ``module``, of the same class (fine-tuning);
+    a mismatch of method or size names the release and what differs."""
+    cls, init_args, source = release_hparams(id_or_path)
+    if cls is not type(module):
+        raise CheckpointError(f"{id_or_path}: a release of {cls.__module__}.{cls.__name__}, but this run trains "
+                              f"{type(module).__module__}.{type(module).__name__}; init_from takes a release of the same method")
+    own = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_") and k != "init_from"}
+    check_code(cls, init_args, source, trust_code, given=own)
+    init_args.pop("init_from", None)
+    diff = [f"{k} {init_args[k]!r} (release) vs {own[k]!r} (this model)"
+            for k in sorted(init_args) if k in own and init_args[k] != own[k]]
+    differing = "hyperparameters that differ: " + "; ".join(diff) if diff else ""
+    if source.suffix == ".ckpt":
+        state = read_checkpoint(source)["state_dict"]
+    else:
+        state = cls.load_release(source.parent, {**init_args, **{k: own[k] for k in own if k not in init_args}}).state_dict()
+    load_state(module, state, id_or_path, differing)
 
+
+# -- writing ---------------------------------------------------------------------------------
 
 def hparams_of(module: torch.nn.Module) -> dict[str, Any]:
     init_args = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_") and k != "init_from"}
@@ -210,17 +289,23 @@ def hparams_of(module: torch.nn.Module) -> dict[str, Any]:
     return {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": init_args}
 
 
-def save(module: torch.nn.Module, directory: str | Path) -> dict[str, str]:
-    """Write model.safetensors (or the module's own format) and hparams.yaml; returns the sha256 of
-    every file the release loads from."""
+def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, path)
+
+
+def save(module: torch.nn.Module, directory: str | Path) -> str:
+    """Write a release directory: the weights (``module.save_release``), hparams.yaml and manifest.json.
+    Returns the sha256 of the manifest, which a registry entry pins."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if hasattr(module, "save_release"):
-        module.save_release(directory)
-    else:
-        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-        save_file(state, directory / WEIGHTS)
+    for old in directory.iterdir():  # a release written again starts clean: no file of the last one lingers
+        if old.is_file() and not is_document(old.name):
+            old.unlink()
+    module.save_release(directory)
     (directory / HPARAMS).write_text(yaml.safe_dump(hparams_of(module), sort_keys=False))
-    return {f.name: sha256(f) for f in sorted(directory.iterdir()) if f.is_file() and f.name not in DOCUMENTS}
+    files = {f.name: sha256(f) for f in sorted(directory.iterdir()) if f.is_file() and not is_document(f.name)}
+    (directory / MANIFEST).write_text(json.dumps({"files": files}, indent=2) + "\n")
+    read_manifest(directory)  # a release that lists no weights is an error now, not when someone loads it
+    return sha256(directory / MANIFEST)

@@ -1,35 +1,72 @@
-"""The base LightningModule of every method in the zoo.
+"""ZooModule: the base LightningModule of every method in the zoo, and the contract it defines.
 
-It holds the two things all nine methods need and nothing else:
+A method subclasses ZooModule; its typed ``__init__`` arguments are its hyperparameters (saved with
+``self.save_hyperparameters()``, shown by ``--help``, written to every checkpoint and release). What
+the base gives every method:
 
-- ``init_from``: start training from a released checkpoint (an id of ``zoo.list_models()``, a
-  release directory or a Lightning ``.ckpt``). Weights load strictly; a shape mismatch is an error
-  that names the tensor.
-- ``generator``: the method's own random stream (trajectory sampling, exploration, mutation). It is
-  seeded from the run's seed and the process rank, and saved in every checkpoint, so that
-  ``fit --ckpt_path last`` continues the very same stream.
+- ``init_from``: start training from a released checkpoint (an id of ``zoo.list_models()``, a release
+  directory or a Lightning ``.ckpt``). Weights load strictly; a mismatch names the tensors and the
+  hyperparameters that differ.
+- random streams: ``self.generator`` is the method's own stream (trajectory sampling, exploration,
+  mutation), seeded from the run's seed and the process rank. It and torch's global stream (which
+  dropout draws from) are saved in every checkpoint, so ``fit --ckpt_path last`` continues both.
+- schedules: ``self.schedule_steps()`` is the length K of the method's schedules (learning-rate
+  decay, step sizes): ``--model.schedule_steps`` where the method has that hyperparameter, else the
+  K stored in the checkpoint being resumed, else the trainer's ``max_steps``. It is stored in every
+  checkpoint, so a run resumed with a larger ``max_steps`` keeps its schedule, and says so.
+- a ``tokenizer`` attribute (the language-model methods) is kept in every checkpoint, so that a run's
+  ``last.ckpt`` exports to a complete release.
+
+What a method declares or overrides (all optional; the defaults are right for most methods):
+
+- ``curve_metrics``: the metrics plotted in ``curve.png`` at the end of fit, headline first.
+- ``code_hparams``: hyperparameters that name code to import (an environment's ``module:Class``).
+  Building the model from a file (a release, a checkpoint) imports such code only where it is the
+  zoo's own, unless the user passes it on the command line or says ``trust_code`` (zoo/trust.py).
+- ``scales_fp16_gradients``: False where the method steps its optimisers by hand, outside Lightning's
+  precision plugin, so that 16-mixed's gradient scaler would be bypassed; such a method refuses
+  ``--trainer.precision 16-mixed`` (bf16-mixed needs no scaler and is fine).
+- ``save_release`` / ``load_release``: how a release directory holds the weights (safetensors of the
+  state dict by default; the LM methods write Hugging Face folders).
+- ``release_metrics``: measurements of the final model that a release card reports.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from zoo.errors import UserError
 
 
 class ZooModule(L.LightningModule):
-    #: metrics plotted in the learning curve written next to the logs (``curve.png``)
+    #: metrics plotted in the learning curve written next to the logs (``curve.png``), headline first
     curve_metrics: tuple[str, ...] = ()
+    #: hyperparameters naming code to import; checked before a model is built from a file
+    code_hparams: tuple[str, ...] = ()
+    #: whether every optimiser step goes through Lightning's precision plugin (16-mixed's gradient scaler)
+    scales_fp16_gradients: bool = True
 
     def __init__(self) -> None:
         super().__init__()
         self._generator: torch.Generator | None = None
         self._pending_rng_state: torch.Tensor | None = None
         self._initialised_from: str | None = None
+        self._stored_schedule_steps: int | None = None
+        self._schedule_steps: int | None = None
 
-    # -- starting from a released checkpoint -------------------------------------------------
+    # -- starting a run ----------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        trainer = self._trainer
+        if (stage == "fit" and not self.scales_fp16_gradients and trainer is not None
+                and str(trainer.precision) in ("16-mixed", "16")):
+            raise UserError(f"--trainer.precision {trainer.precision}: {type(self).__name__} steps its optimisers "
+                            "outside Lightning's gradient scaler, so fp16 gradients would go unscaled; use "
+                            "bf16-mixed (no scaler needed) or 32-true")
         init_from = self.hparams.get("init_from")
         if init_from and self._initialised_from != init_from:
             from zoo import hub
@@ -49,6 +86,32 @@ class ZooModule(L.LightningModule):
             return False
         return (trainer.fit_loop.total_batch_idx + 1) % trainer.log_every_n_steps == 0
 
+    # -- schedules ---------------------------------------------------------------------------
+
+    def schedule_steps(self) -> int:
+        """K, the training steps the method's schedules span (see the module docstring)."""
+        if self._schedule_steps is not None:
+            return self._schedule_steps
+        explicit, stored = self.hparams.get("schedule_steps"), self._stored_schedule_steps
+        max_steps = self._trainer.max_steps if self._trainer is not None else -1
+        if explicit:
+            if stored and stored != explicit:
+                rank_zero_warn(f"--model.schedule_steps {explicit} changes the schedule of the resumed run, "
+                               f"which had {stored} steps: from here on it follows the new length")
+            K = int(explicit)
+        elif stored:
+            if max_steps > 0 and max_steps != stored:
+                rank_zero_info(f"the resumed run keeps its schedule of {stored} steps (--trainer.max_steps is "
+                               f"{max_steps}); --model.schedule_steps sets another length")
+            K = stored
+        elif max_steps > 0:
+            K = max_steps
+        else:
+            raise UserError(f"{type(self).__name__}'s schedule needs its length: set --trainer.max_steps "
+                            "or --model.schedule_steps")
+        self._schedule_steps = K
+        return K
+
     # -- the method's own random stream ------------------------------------------------------
 
     @property
@@ -66,14 +129,58 @@ class ZooModule(L.LightningModule):
             self._generator = g
         return self._generator
 
+    # -- what every checkpoint holds besides the weights --------------------------------------
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["zoo_rng_state"] = self.generator.get_state()
         checkpoint["zoo_class_path"] = f"{type(self).__module__}.{type(self).__name__}"
+        checkpoint["zoo_rng_state"] = self.generator.get_state()
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state()
+        if self._schedule_steps is not None:
+            checkpoint["zoo_schedule_steps"] = self._schedule_steps
+        tokenizer = getattr(self, "tokenizer", None)
+        if tokenizer is not None:
+            from zoo.lm.tokenizer import tokenizer_files
+
+            checkpoint["zoo_tokenizer"] = tokenizer_files(tokenizer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "zoo_rng_state" in checkpoint:
             self._pending_rng_state = checkpoint["zoo_rng_state"]
             self._generator = None
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+        if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
+            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+        if "zoo_schedule_steps" in checkpoint:
+            self._stored_schedule_steps, self._schedule_steps = int(checkpoint["zoo_schedule_steps"]), None
+        if "zoo_tokenizer" in checkpoint and hasattr(self, "tokenizer"):
+            from zoo.lm.tokenizer import tokenizer_from_files
+
+            self.tokenizer = tokenizer_from_files(checkpoint["zoo_tokenizer"])
+
+    # -- releases (zoo/hub.py calls these; override where a method stores its weights otherwise) ---
+
+    def save_release(self, directory: Path) -> None:
+        """Write the weights into a release directory: ``model.safetensors`` of the state dict."""
+        from zoo import hub
+
+        hub.write_safetensors(self.state_dict(), Path(directory) / hub.WEIGHTS)
+
+    @classmethod
+    def load_release(cls, directory: Path, init_args: dict[str, Any]) -> "ZooModule":
+        """The module of a (verified) release directory, built from its hyperparameters."""
+        from zoo import hub
+
+        model = cls(**{k: v for k, v in init_args.items() if k != "init_from"})
+        weights = Path(directory) / hub.WEIGHTS
+        hub.load_state(model, hub.read_weights(weights), weights)
+        return model
+
+    def release_metrics(self) -> dict[str, float]:
+        """Measurements of the final model for a release card, beyond the logged metrics (none by default)."""
+        return {}
 
 
 class Steps:

@@ -76,7 +76,7 @@ def fitted(tmp_path_factory):
 def test_fit_runs_and_trains(method, fitted):
     trainer, model, init, root = fitted(method)
     assert trainer.global_step == trainer.max_steps > 0
-    assert (root / "checkpoints" / "last.ckpt").exists()
+    assert (root / "version_0" / "checkpoints" / "last.ckpt").exists()
     changed = [k for k, v in model.state_dict().items() if k in init and v.is_floating_point() and not torch.equal(v, init[k])]
     assert changed, "no weight moved during fit"
 
@@ -106,21 +106,44 @@ def test_init_from_a_release_starts_from_its_weights(method, fitted, tmp_path):
 @pytest.mark.parametrize("method", METHODS)
 def test_load_lightning_checkpoint(method, fitted):
     _, model, _, root = fitted(method)
-    loaded = zoo.load(root / "checkpoints" / "last.ckpt")
+    loaded = zoo.load(root / "version_0" / "checkpoints" / "last.ckpt")
     for k, v in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[k], v.cpu(), rtol=0, atol=0)
 
 
+def schedule_flag(method: str, steps: int) -> list[str]:
+    """``--model.schedule_steps`` for a method whose schedules have a length, else nothing."""
+    cls = load_recipe(method).main(["--config", tiny(method), *QUIET], run=False).model
+    return ["--model.schedule_steps", str(steps)] if "schedule_steps" in cls.hparams else []
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_resume_equals_unbroken_run(method, tmp_path):
-    # the tiny config checkpoints every 2 steps and runs 4: stop at 2, resume to 4
+    # the tiny config runs 4 steps and checkpoints every 2: stop at 3, mid-schedule and between two
+    # periodic checkpoints (fit's end writes last.ckpt), then resume to 4
     _, unbroken = fit(method, tmp_path / "a")
-    fit(method, tmp_path / "b", "--trainer.max_steps", "2")
+    fit(method, tmp_path / "b", "--trainer.max_steps", "3", *schedule_flag(method, 4))
+    ckpt = torch.load(tmp_path / "b" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3, "last.ckpt does not hold the last step"
     _, resumed = fit(method, tmp_path / "b", "--ckpt_path", "last")
     a, b = unbroken.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=f"{k} differs after resume")
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if schedule_flag(m, 1)])
+def test_a_resume_keeps_its_schedule_and_says_so(method, tmp_path, caplog):
+    """Stopped at 2 with max_steps 2 (a schedule of 2 steps), resumed with max_steps 4: the schedule
+    stays 2 steps long, as the checkpoint says, and the run says so; a new length is announced."""
+    fit(method, tmp_path, "--trainer.max_steps", "2")
+    caplog.clear()
+    fit(method, tmp_path, "--trainer.max_steps", "4", "--ckpt_path", "last")
+    assert "keeps its schedule of 2 steps" in caplog.text
+    ckpt = torch.load(tmp_path / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["zoo_schedule_steps"] == 2 and ckpt["global_step"] == 4
+    with pytest.warns(UserWarning, match="changes the schedule of the resumed run, which had 2 steps"):
+        fit(method, tmp_path, "--trainer.max_steps", "5", "--ckpt_path", "last", *schedule_flag(method, 8))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -132,7 +155,7 @@ def test_ddp_two_processes_on_cpu(method, tmp_path):
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Starting with 2 processes" in out.stderr + out.stdout
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt = torch.load(tmp_path / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] > 0
 
 

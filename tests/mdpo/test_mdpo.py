@@ -27,8 +27,8 @@ def fit(root, *args):
 
 def test_off_policy_resume_equals_unbroken_run(tmp_path):
     _, unbroken = fit(tmp_path / "a", *OFF_POLICY)
-    fit(tmp_path / "b", *OFF_POLICY, "--trainer.max_steps", "2")
-    ckpt = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
+    fit(tmp_path / "b", *OFF_POLICY, "--trainer.max_steps", "2", "--model.schedule_steps", "4")
+    ckpt = torch.load(tmp_path / "b" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["mdpo_replay"]["size"] == 32 and ckpt["mdpo_envs"]["lengths"].tolist() == [16, 16]
     # only the filled part of the buffer is saved, not its preallocated capacity
     assert ckpt["mdpo_replay"]["obs"].untyped_storage().nbytes() == 32 * 3 * 4

@@ -35,10 +35,14 @@ def test_release_loads_and_carries_its_four_metrics():
 
 
 @released
-def test_fine_tuning_on_another_graph_fails_clearly(tmp_path):
-    with pytest.raises(hub.CheckpointError, match=r"shape mismatches encoder\.convs\.0"):
+def test_fine_tuning_on_another_graph_fails_clearly(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
         load_recipe("paretognn").main(["fit", "--config", str(ROOT / "recipes/configs/paretognn/tiny.yaml"), *QUIET,
                                        "--trainer.default_root_dir", str(tmp_path), "--model.init_from", RELEASE])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "reads 1433 node features" in err and "this graph has 16" in err and "train from scratch" in err
 
 
 @released

@@ -15,8 +15,7 @@ def resolve_base(base: str, flag: str = "--model.base") -> str:
     from zoo import hub
 
     if base in hub.registry():
-        weights, _ = hub._files(base)  # verifies the release's sums
-        return str(weights.parent)
+        return str(hub.release_dir(base))  # verified against its manifest
     p = Path(base).expanduser()
     if p.exists():
         if not (p / "config.json").exists():

@@ -14,7 +14,6 @@ and ``AutoTokenizer.from_pretrained(dir)`` read them as well as ``zoo.load``.
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 from typing import Any
 
@@ -27,33 +26,25 @@ from zoo.lm.objective import next_token_nll
 from zoo.module import ZooModule
 
 
-def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.1) -> float:
-    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to ``floor``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+def adamw_warmup_cosine(module: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
+                       warmup_steps: int, schedule_steps: int) -> dict[str, Any]:
+    """The LM optimiser: AdamW with weight decay on the matrices only (not biases, norms or position
+    embeddings), and transformers' linear warm-up then cosine decay to a tenth of ``lr`` over
+    ``schedule_steps``, held there after (a run extended past its schedule does not climb back up)."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim >= 2 and "wpe" not in n]
+    rest = [p for n, p in params if not (p.ndim >= 2 and "wpe" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                            lr=lr, betas=betas)
+    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, warmup_steps, schedule_steps, min_lr_rate=0.1)
+    cosine = sched.lr_lambdas[0]  # the same function for every parameter group
+    sched.lr_lambdas = [lambda step: cosine(min(step, schedule_steps))] * len(opt.param_groups)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-class GlobalRNG:
-    """Save and restore torch's global random state with the checkpoint (dropout draws from it), so that
-    a resumed run continues the very same stream."""
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["torch_rng_state"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        if "torch_rng_state" in checkpoint:
-            torch.set_rng_state(checkpoint["torch_rng_state"])
-        if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
-            torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
-
-
-class CausalLM(GlobalRNG, ZooModule):
+class CausalLM(ZooModule):
     """A GPT-2-architecture causal LM (or any HF causal LM) trained by next-token prediction."""
 
     curve_metrics = ("val/ppl", "train/loss")
@@ -70,6 +61,7 @@ class CausalLM(GlobalRNG, ZooModule):
         lr: float = 3e-3,
         weight_decay: float = 0.1,
         warmup_steps: int = 100,
+        schedule_steps: int | None = None,
         lora_r: int = 0,
         lora_alpha: float = 16.0,
         lora_dropout: float = 0.0,
@@ -85,9 +77,11 @@ class CausalLM(GlobalRNG, ZooModule):
             n_layer: transformer blocks of a fresh model.
             n_head: attention heads of a fresh model.
             dropout: dropout of a fresh model (residual, attention and embedding).
-            lr: AdamW peak learning rate (linear warm-up, cosine decay to a tenth at trainer.max_steps).
+            lr: AdamW peak learning rate (linear warm-up, cosine decay to a tenth at schedule_steps).
             weight_decay: AdamW weight decay of the matrices (not of biases, norms, embeddings of position).
             warmup_steps: learning-rate warm-up steps.
+            schedule_steps: steps of the warm-up and cosine schedule; the trainer's max_steps when not given
+                (a resumed run keeps the length it started with).
             lora_r: rank of LoRA adapters (PEFT) on the attention projections; 0 trains every weight.
             lora_alpha: LoRA scale α (the update is α/r · B A).
             lora_dropout: dropout on the LoRA branch.
@@ -108,7 +102,7 @@ class CausalLM(GlobalRNG, ZooModule):
                                 bos_token_id=0, eos_token_id=0, pad_token_id=1)
             self.model = GPT2LMHeadModel(config)
         if init_from is not None and self.tokenizer is None:
-            self.tokenizer = _release_tokenizer(init_from)
+            self.tokenizer = release_tokenizer(init_from)
         if lora_r > 0:
             self.model = add_lora(self.model, lora_r, lora_alpha, lora_dropout)
         self.val_ppl, self.test_ppl = Perplexity(), Perplexity()
@@ -161,13 +155,7 @@ class CausalLM(GlobalRNG, ZooModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        decay = [p for n, p in self.named_parameters() if p.requires_grad and p.ndim >= 2 and "wpe" not in n]
-        rest = [p for n, p in self.named_parameters() if p.requires_grad and not (p.ndim >= 2 and "wpe" not in n)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                 {"params": rest, "weight_decay": 0.0}], lr=hp.lr, betas=(0.9, 0.95))
-        total = self.trainer.max_steps if self.trainer.max_steps > 0 else 10_000
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, hp.warmup_steps, total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(self, hp.lr, hp.weight_decay, (0.9, 0.95), hp.warmup_steps, self.schedule_steps())
 
     # -- releases in HF format -------------------------------------------------------------------
 
@@ -178,6 +166,7 @@ class CausalLM(GlobalRNG, ZooModule):
         return self.model
 
     def save_release(self, directory: Path) -> None:
+        """A Hugging Face folder: config.json, model.safetensors, the tokenizer's files."""
         self.hf_model().save_pretrained(directory, safe_serialization=True)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(directory)
@@ -200,7 +189,7 @@ class CausalLM(GlobalRNG, ZooModule):
         return {"test/ppl": float(ppl.compute()), "parameters": float(sum(p.numel() for p in self.parameters()))}
 
 
-def _release_tokenizer(init_from: str):
+def release_tokenizer(init_from: str):
     """The tokenizer saved in a release directory, if any (so that --model.init_from keeps its vocabulary)."""
     try:
         path = Path(resolve_base(init_from, "--model.init_from"))

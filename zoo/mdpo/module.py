@@ -55,6 +55,8 @@ warnings.filterwarnings("ignore", ".*manual optimization and every_n_train_steps
 
 class MDPO(ZooModule):
     curve_metrics = ("val/return", "train/episode_return", "train/kl", "train/t_k")
+    code_hparams = ("env",)
+    scales_fp16_gradients = False  # most Adam steps go to the optimiser directly, inside one training step
 
     def __init__(
         self,
@@ -91,7 +93,7 @@ class MDPO(ZooModule):
         n_eval_episodes: int = 10,
         eval_seed: int = 1_000_000,
         steps_per_epoch: int = 10,
-        schedule_iterations: int | None = None,
+        schedule_steps: int | None = None,
         init_from: str | None = None,
     ) -> None:
         """
@@ -130,8 +132,8 @@ class MDPO(ZooModule):
             n_eval_episodes: episodes of the greedy policy per evaluation (validation).
             eval_seed: seed of the first evaluation episode; the others follow it.
             steps_per_epoch: iterations between two evaluations.
-            schedule_iterations: K, the iterations over which t_k = 1 − k/K and the learning rate
-                anneal; the trainer's max_steps when not given.
+            schedule_steps: K, the iterations (training steps) over which t_k = 1 − k/K and the learning
+                rate anneal; the trainer's max_steps when not given (a resumed run keeps the K it started with).
             init_from: start from a released checkpoint (id or path).
         """
         super().__init__()
@@ -393,10 +395,7 @@ class MDPO(ZooModule):
     # -- shared steps -------------------------------------------------------------------------
 
     def total_iterations(self) -> int:
-        K = self.hparams.schedule_iterations or self.trainer.estimated_stepping_batches
-        if not 0 < K < float("inf"):
-            raise ValueError("t_k = 1 − k/K needs the run's length K: set --trainer.max_steps or --model.schedule_iterations")
-        return int(K)
+        return self.schedule_steps()
 
     def update_obs_norm(self, obs: Tensor) -> None:
         if not self.obs_norm.enabled:
@@ -457,13 +456,11 @@ class MDPO(ZooModule):
     # -- Lightning plumbing -------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        super().setup(stage)
-        init_from = self.hparams.get("init_from")
-        if stage in ("validate", "test") and init_from and self._initialised_from != init_from:
-            from zoo import hub
-
-            hub.load_weights(self, init_from)
-            self._initialised_from = init_from
+        super().setup(stage)  # loads --model.init_from
+        if stage == "fit" and self.hparams.get("init_from"):  # a fine-tune counts its own environment steps
+            self.env_steps.zero_()
+            if hasattr(self, "n_refreshes"):
+                self.n_refreshes.zero_()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams

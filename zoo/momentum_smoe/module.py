@@ -21,7 +21,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.text import Perplexity
 
-from zoo.lm.module import GlobalRNG, _release_tokenizer, warmup_cosine
+from zoo.lm.module import adamw_warmup_cosine, release_tokenizer
 from zoo.lm.objective import next_token_nll
 from zoo.module import ZooModule
 from zoo.momentum_smoe.nets import VARIANTS, SMoELM, UpdateParams
@@ -60,7 +60,7 @@ def layer_variants_of(variant: str, n_layer: int, layer_variants: list[str] | No
     return [variant] * n_layer
 
 
-class MomentumSMoE(GlobalRNG, ZooModule):
+class MomentumSMoE(ZooModule):
     """A sparse mixture-of-experts LM whose layers update the residual stream with (Adam / robust) momentum."""
 
     curve_metrics = ("val/ppl", "val/ppl_attacked", "val/load_entropy", "train/loss")
@@ -92,6 +92,7 @@ class MomentumSMoE(GlobalRNG, ZooModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
+        schedule_steps: int | None = None,
         init_from: str | None = None,
     ) -> None:
         """
@@ -124,9 +125,11 @@ class MomentumSMoE(GlobalRNG, ZooModule):
             robust_kappa: condition number κ = L/m of robust momentum (> 1).
             robust_rho: target rate ρ ∈ [1 − 1/√κ, 1 − 1/κ] of robust momentum.
             load_balance: weight of the load-balancing loss (mean over layers).
-            lr: AdamW peak learning rate (linear warm-up, cosine decay to a tenth at trainer.max_steps).
+            lr: AdamW peak learning rate (linear warm-up, cosine decay to a tenth at schedule_steps).
             weight_decay: AdamW weight decay of the matrices.
             warmup_steps: learning-rate warm-up steps.
+            schedule_steps: steps of the warm-up and cosine schedule; the trainer's max_steps when not given
+                (a resumed run keeps the length it started with).
             init_from: start from a released checkpoint (id or path).
         """
         super().__init__()
@@ -138,7 +141,7 @@ class MomentumSMoE(GlobalRNG, ZooModule):
         self.net = SMoELM(variants, vocab_size, n_positions, d_model, n_head, num_experts, top_k, d_hidden, dropout,
                           params, norm)
         # a release's tokenizer comes with its weights, so that --model.init_from keeps the vocabulary
-        self.tokenizer = _release_tokenizer(init_from) if init_from is not None else None
+        self.tokenizer = release_tokenizer(init_from) if init_from is not None else None
         self.val_ppl, self.val_ppl_attacked = Perplexity(), Perplexity()
         self.test_ppl, self.test_ppl_attacked = Perplexity(), Perplexity()
         self.val_load = ExpertLoad(n_layer, num_experts)
@@ -182,33 +185,18 @@ class MomentumSMoE(GlobalRNG, ZooModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        decay = [p for n, p in self.named_parameters() if p.ndim >= 2 and "wpe" not in n]
-        rest = [p for n, p in self.named_parameters() if not (p.ndim >= 2 and "wpe" not in n)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                 {"params": rest, "weight_decay": 0.0}], lr=hp.lr, betas=(0.9, 0.98))
-        total = self.trainer.max_steps if self.trainer.max_steps > 0 else 10_000
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, hp.warmup_steps, total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(self, hp.lr, hp.weight_decay, (0.9, 0.98), hp.warmup_steps, self.schedule_steps())
 
-    # -- releases: weights in safetensors, the tokenizer beside them ----------------------------
+    # -- releases: the weights in safetensors, the tokenizer beside them ------------------------
 
     def save_release(self, directory: Path) -> None:
-        from safetensors.torch import save_file
-
-        from zoo.hub import WEIGHTS
-
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, directory / WEIGHTS)
+        super().save_release(directory)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(directory)
 
     @classmethod
     def load_release(cls, directory: Path, init_args: dict[str, Any]) -> "MomentumSMoE":
-        from zoo import hub
-
-        init_args = {k: v for k, v in init_args.items() if k != "init_from"}
-        model = cls(**init_args)
-        weights = Path(directory) / hub.WEIGHTS
-        hub._load_into(model, hub._read_state_dict(weights), weights)
+        model = super().load_release(directory, init_args)
         if (Path(directory) / "tokenizer.json").exists():
             from transformers import AutoTokenizer
 

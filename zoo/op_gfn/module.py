@@ -77,6 +77,7 @@ def masked_log_softmax(logits: Tensor, mask: Tensor) -> Tensor:
 
 class OPGFN(ZooModule):
     curve_metrics = ("val/l1", "val/modes_found", "val/pareto_found", "train/loss")
+    code_hparams = ("env",)
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import subgraph
 
+from zoo.errors import CheckpointError
 from zoo.module import ZooModule
 from zoo.paretognn.downstream import evaluate
 from zoo.paretognn.nets import Conv, Encoder, Heads, Norm
@@ -87,6 +88,7 @@ def split_link_targets(edge_index: Tensor, n_nodes: int, fraction: float, neg_ra
 
 class ParetoGNN(ZooModule):
     curve_metrics = ("eval/mean", "eval/node_acc", "eval/nmi", "eval/link_auc", "eval/partition_acc", "train/loss")
+    scales_fp16_gradients = False  # the step's gradient is assembled by hand from per-task autograd.grad
 
     def __init__(
         self,
@@ -164,6 +166,18 @@ class ParetoGNN(ZooModule):
         self.example_input_array = Data(x=torch.randn(6, in_channels, generator=g),
                                         edge_index=torch.stack([torch.cat([ring, (ring + 1) % 6]),
                                                                 torch.cat([(ring + 1) % 6, ring])]))
+
+    def setup(self, stage: str) -> None:
+        init_from = self.hparams.get("init_from")
+        if init_from and self._initialised_from != init_from:  # a release for graphs of another feature width
+            from zoo import hub
+
+            width, ours = hub.release_hparams(init_from)[1].get("in_channels"), self.hparams.in_channels
+            if width is not None and width != ours:
+                raise CheckpointError(f"--model.init_from {init_from}: the release's encoder reads {width} node features, "
+                                      f"this graph has {ours}, which its first layer cannot take; fine-tune a release "
+                                      f"trained on graphs with {ours} features, or train from scratch")
+        super().setup(stage)
 
     def forward(self, graph: Data) -> Tensor:
         """Node embeddings of a graph (x, edge_index)."""

@@ -1,0 +1,200 @@
+"""What keeps a run safe and visible: its checkpoints, its interruption, its progress.
+
+- ``AtomicCheckpointIO``: every checkpoint is written to a temporary file in its own folder, flushed
+  to disk and renamed over the old one, so a kill at any moment leaves the previous checkpoint whole;
+  every checkpoint is read with ``torch.load(weights_only=True)``, and only from a local file.
+- ``RunCheckpoint``: Lightning's ModelCheckpoint that also writes ``last.ckpt`` when fit ends, so the
+  last checkpoint always holds the last step.
+- ``SaveOnInterrupt``: the first Ctrl-C lets the current step finish, then ends fit (which saves
+  ``last.ckpt``, from which ``--ckpt_path last`` resumes exactly); a second one quits at once.
+- ``latest_checkpoint``: which ``last.ckpt`` ``--ckpt_path last`` means: the latest run's. Each run
+  keeps its checkpoints in its own ``version_N/checkpoints/``.
+- ``StepsProgressBar`` (a terminal) and ``PlainProgress`` (a file or a pipe): progress either way.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.utilities import rank_zero_info
+
+from zoo.errors import CheckpointError
+
+REMOTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        try:  # the rename itself reaches the disk
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            pass
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if REMOTE.match(str(path)):
+            raise CheckpointError(f"--ckpt_path {path}: only local files are read; download it, check where it "
+                                  "came from, and pass the local path")
+        if not Path(path).is_file():
+            raise CheckpointError(f"--ckpt_path {path}: no such file")
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - truncated, not a zip, pickled objects: the user's file
+            raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose ``last.ckpt`` is also written when fit ends (and on Ctrl-C, which ends fit)."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step and not trainer.sanity_checking:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class SaveOnInterrupt(L.Callback):
+    """The first SIGINT (Ctrl-C) ends fit after the current step; fit's end writes last.ckpt."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self.previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.interrupted:  # the second Ctrl-C: quit now
+            signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.interrupted = True
+        print("\ninterrupted: finishing this step and saving last.ckpt (Ctrl-C again to quit at once)",
+              file=sys.stderr, flush=True)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.interrupted = False
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self.previous = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        stop = self.interrupted
+        if trainer.world_size > 1:  # a Ctrl-C seen by any process stops all of them at the same step
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop and not trainer.should_stop:
+            trainer.should_stop = True
+            rank_zero_info(f"stopping at step {trainer.global_step}: resume with --ckpt_path last")
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.previous is not None:
+            try:
+                signal.signal(signal.SIGINT, self.previous)
+            except ValueError:
+                pass
+            self.previous = None
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The ``last.ckpt`` of the latest run under ``root`` (the highest ``version_N`` that has one)."""
+    found = []
+    for ckpt in Path(root).glob("version_*/checkpoints/last.ckpt"):
+        m = re.fullmatch(r"version_(\d+)", ckpt.parent.parent.name)
+        if m:
+            found.append((int(m.group(1)), ckpt))
+    return max(found)[1] if found else None
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+def _without_version(items: dict[str, Any]) -> dict[str, Any]:
+    items.pop("v_num", None)
+    return items
+
+
+class StepsProgressBar(RichProgressBar):
+    """The rich bar; a run bounded by steps says so instead of "Epoch 3/-2"; no logger version number."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        trainer = self.trainer
+        if trainer.max_epochs is not None and trainer.max_epochs < 0 and trainer.max_steps > 0:
+            return f"Epoch {current_epoch} (of max_steps={trainer.max_steps})"
+        return super()._get_train_description(current_epoch)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        return _without_version(super().get_metrics(trainer, pl_module))
+
+
+class PlainProgress(ProgressBar):
+    """Progress for a log file or a pipe: one line every ``every`` seconds, and one at the end —
+    the step, the headline metric, steps per second and the time left."""
+
+    def __init__(self, every: float = 30.0, stream: Any = None) -> None:
+        super().__init__()
+        self.every, self.stream = every, stream
+        self._enabled = True
+        self._start = self._last = 0.0
+        self._first_step = 0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = self._last = time.monotonic()
+        self._first_step = trainer.global_step
+
+    def line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str:
+        step, total = trainer.global_step, trainer.max_steps
+        elapsed = max(time.monotonic() - self._start, 1e-9)
+        rate = (step - self._first_step) / elapsed
+        parts = [f"step {step}" + (f"/{total}" if total and total > 0 else "")]
+        metrics = {**trainer.callback_metrics, **self.get_metrics(trainer, pl_module)}
+        for key in (*getattr(pl_module, "curve_metrics", ())[:2], "loss", "train/loss"):
+            if key in metrics and not any(p.startswith(key + " ") for p in parts):
+                try:
+                    parts.append(f"{key} {float(metrics[key]):.4g}")
+                except (TypeError, ValueError):
+                    continue
+                if len(parts) == 3:
+                    break
+        parts.append(f"{rate:.2f} steps/s")
+        if total and total > 0 and rate > 0:
+            left = int((total - step) / rate)
+            parts.append(f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d} left")
+        return " · ".join(parts)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        now = time.monotonic()
+        if self._enabled and trainer.is_global_zero and now - self._last >= self.every:
+            self._last = now
+            print(self.line(trainer, pl_module), file=self.stream or sys.stderr, flush=True)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._enabled and trainer.is_global_zero:
+            print(self.line(trainer, pl_module), file=self.stream or sys.stderr, flush=True)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        return _without_version(super().get_metrics(trainer, pl_module))
