@@ -3,9 +3,10 @@
     python scripts/release.py op-gfn-hypergrid --data "2-D 8×8 hypergrid" --headline val/l1 \\
         -- fit --config recipes/configs/op_gfn/default.yaml
 
-Writes model.safetensors, hparams.yaml, metrics.json, curve.png and card.md (the exact command,
-seed, package versions, git commit and the measured metrics), and records the sha256 sums that
-``zoo.load`` verifies.
+Writes the weights (model.safetensors, or the method's own format), hparams.yaml, manifest.json (the
+sha256 of every file the release loads from), metrics.json, curve.png and card.md (the exact command,
+seed, package versions, git commit and the measured metrics), and pins the manifest's sha256 in the
+registry. Release from a clean tree: the card names the commit that reproduces the release.
 """
 from __future__ import annotations
 
@@ -122,11 +123,10 @@ def main() -> None:
         cli = load_recipe(method).main([*recipe_args, "--trainer.default_root_dir", tmp])
         model, trainer = cli.model.cpu().eval(), cli.trainer
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k != "loss" and math.isfinite(float(v))}
-        if hasattr(model, "release_metrics"):  # further measurements a method makes of its final model
-            metrics.update(model.release_metrics())
+        metrics.update(model.release_metrics())  # further measurements a method makes of its final model
         if args.headline not in metrics:
             raise SystemExit(f"--headline {args.headline!r} was not measured; measured: {sorted(metrics)}")
-        sums = hub.save(model, out)
+        manifest = hub.save(model, out)
         log_dir = Path(trainer.loggers[0].log_dir)
         plot_curve(log_dir / "metrics.csv", out / "curve.png", getattr(model, "curve_metrics", ()), args.id)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -137,7 +137,7 @@ def main() -> None:
     registry = hub.registry()
     registry[args.id] = {"path": args.id, "method": method, "data": args.data,
                          "headline": {"name": args.headline, "value": float(f"{metrics[args.headline]:.4g}")},
-                         "files": sums}
+                         "manifest": manifest}
     hub.REGISTRY.parent.mkdir(exist_ok=True)
     hub.REGISTRY.write_text(json.dumps(dict(sorted(registry.items())), indent=2) + "\n")
     print(f"released {args.id} -> {out} ({args.headline} = {metrics[args.headline]:.6g})")
