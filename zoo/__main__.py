@@ -1,0 +1,51 @@
+"""python -m zoo: the releases from the command line.
+
+    python -m zoo list                                   the released checkpoints
+    python -m zoo export RUN.ckpt DIR [--trust_code]     a run's checkpoint as a release folder
+    python -m zoo verify ID_OR_DIR                       check a release against its manifest
+
+``export`` writes what ``scripts/release.py`` writes for the weights: the method's release format
+(for the language models, a Hugging Face folder with the tokenizer, which
+``AutoModelForCausalLM.from_pretrained`` reads), hparams.yaml and manifest.json. ``zoo.load(DIR)``
+and ``--model.init_from DIR`` take the folder.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from zoo import hub
+from zoo.errors import UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zoo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the released checkpoints")
+    export = sub.add_parser("export", help="a run's checkpoint (a .ckpt) as a release folder")
+    export.add_argument("checkpoint", help="a .ckpt written by a recipe, e.g. logs/lm/version_0/checkpoints/last.ckpt")
+    export.add_argument("directory", help="the release folder to write")
+    export.add_argument("--trust_code", action="store_true",
+                        help="import code the checkpoint names (a user environment) that is not the zoo's own")
+    verify = sub.add_parser("verify", help="check a release folder against its manifest")
+    verify.add_argument("release", help="a released id or a release folder")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            hub.list_models()
+        elif args.command == "export":
+            model = hub.load(args.checkpoint, trust_code=args.trust_code)
+            manifest = hub.save(model, args.directory)
+            print(f"exported {args.checkpoint} -> {args.directory} (manifest sha256 {manifest[:12]}…)")
+        else:
+            path = hub.release_dir(args.release)
+            print(f"{path}: every file matches its manifest")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
