@@ -1,5 +1,6 @@
 """Every recipe meets the zoo's contract: configs parse, fit runs, save → load is exact, a resumed
 run equals an unbroken one, 2-process DDP works on CPU, and bad flags fail clearly."""
+import json
 import os
 import subprocess
 import sys
@@ -147,16 +148,45 @@ def test_a_resume_keeps_its_schedule_and_says_so(method, tmp_path, caplog):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_ddp_two_processes_on_cpu(method, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def test_ddp_two_processes_on_cpu_end_with_identical_weights(method, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    saver = json.dumps([{"class_path": "tests.core.rank_weights.SaveRankWeights",
+                         "init_args": {"directory": str(tmp_path / "ranks")}}])
     cmd = [sys.executable, str(ROOT / "recipes" / f"{method}.py"), "fit", "--config", tiny(method), *QUIET,
            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-           "--trainer.default_root_dir", str(tmp_path)]
+           "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks", saver]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Starting with 2 processes" in out.stderr + out.stdout
     ckpt = torch.load(tmp_path / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] > 0
+    rank0, rank1 = (torch.load(tmp_path / "ranks" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    for k in rank0:
+        torch.testing.assert_close(rank1[k], rank0[k], rtol=0, atol=0, msg=f"{k} differs between the ranks")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_tiny_fit_in_bf16_mixed_on_cpu(method, tmp_path):
+    trainer, model = fit(method, tmp_path, "--trainer.precision", "bf16-mixed")
+    assert trainer.global_step == trainer.max_steps
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+
+
+def test_fp16_with_hand_written_steps_is_refused():
+    from types import SimpleNamespace
+
+    from zoo.errors import UserError
+    from zoo.module import ZooModule
+
+    class HandSteps(ZooModule):
+        scales_fp16_gradients = False
+
+    model = HandSteps()
+    model._trainer = SimpleNamespace(precision="16-mixed")
+    with pytest.raises(UserError, match="16-mixed: HandSteps steps its optimisers outside Lightning's gradient scaler"):
+        model.setup("fit")
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -255,8 +255,9 @@ class OPGFN(ZooModule):
         obj = self.checked_objectives(traj.terminal)
         loss = self.loss_of(traj, obj)
         self.n_trajectories += traj.terminal.shape[0]
-        if self.visited.visited.numel():
-            self.visited.update(self.env.index(traj.terminal))
+        if self.visited.visited.numel():  # every rank records every rank's samples, so their states agree
+            index = self.env.index(traj.terminal)
+            self.visited.update(self.all_gather(index).flatten() if self.trainer.world_size > 1 else index)
             en = self.enumeration
             if "mode" in en and self.all_modes_at < 0 and self.modes_found(self.visited.visited > 0) == en["n_modes"]:
                 self.all_modes_at.fill_(int(self.n_trajectories))
