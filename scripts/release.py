@@ -60,7 +60,8 @@ def git_commit() -> str:
         return "unknown"
 
 
-def card(release_id: str, method: str, data: str, command: str, seed, metrics: dict, model, licence: str) -> str:
+def card(release_id: str, method: str, data: str, command: str, seed, metrics: dict, model, licence: str,
+         commit: str) -> str:
     cls = type(model)
     doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or cls.__name__).strip().splitlines()[0]
     rows = "\n".join(f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()))
@@ -81,7 +82,7 @@ Load it with `zoo.load("{release_id}")`; fine-tune it with `--model.init_from {r
 {command}
 ```
 
-Seed: {seed}. Git commit: {git_commit()}.
+Seed: {seed}. Git commit: {commit}.
 
 ## Measured metrics (at the end of training)
 
@@ -107,6 +108,8 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="what the model was trained on, one line")
     parser.add_argument("--headline", required=True, help="the metric the registry table shows")
     parser.add_argument("--licence", default="MIT (weights); data as stated", help="licence line for the card")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="release from a tree with uncommitted changes (the card says so); for trials only")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args, recipe_args = parser.parse_args(argv[:split]), argv[split + 1:]
@@ -118,6 +121,10 @@ def main() -> None:
     if method is None:
         parser.error(f"no recipe matches the id {args.id!r}: pass --method")
     out = hub.CHECKPOINTS / args.id
+    commit = git_commit()  # the code that trains the release: taken now, before training starts
+    if commit.endswith("(with uncommitted changes)") and not args.allow_dirty:
+        parser.error("the tree has uncommitted changes: commit them first, so that the card's commit reproduces "
+                     "the release (or pass --allow-dirty for a trial)")
 
     with tempfile.TemporaryDirectory() as tmp:
         cli = load_recipe(method).main([*recipe_args, "--trainer.default_root_dir", tmp])
@@ -132,7 +139,8 @@ def main() -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     command = "python recipes/{}.py {}".format(method, shlex.join(recipe_args))
     seed = cli.config[cli.subcommand].get("seed_everything")
-    (out / "card.md").write_text(card(args.id, method_of(type(model)), args.data, command, seed, metrics, model, args.licence))
+    (out / "card.md").write_text(card(args.id, method_of(type(model)), args.data, command, seed, metrics, model, args.licence,
+                                     commit))
 
     registry = hub.registry()
     registry[args.id] = {"path": args.id, "method": method, "data": args.data,
