@@ -1,4 +1,5 @@
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -6,7 +7,14 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+
+def _shared_data() -> Path:
+    """Real public data sets for tests: $ZOO_SHARED_DATA, else shared/data beside the checkout or its parent."""
+    candidates = [os.environ.get("ZOO_SHARED_DATA"), ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data"]
+    return next((Path(c) for c in candidates if c and Path(c).is_dir()), ROOT.parent / "shared" / "data")
+
+
+SHARED_DATA = _shared_data()
 
 # Tiny models on a shared CPU: one intra-op thread avoids OpenMP spin contention.
 torch.set_num_threads(1)
