@@ -39,7 +39,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from zoo.errors import UserError
+from zoo.errors import CheckpointError, UserError
 
 
 class ZooModule(L.LightningModule):
@@ -146,6 +146,14 @@ class ZooModule(L.LightningModule):
             checkpoint["zoo_tokenizer"] = tokenizer_files(tokenizer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if isinstance(checkpoint.get("state_dict"), dict):  # a clear error, before Lightning's strict load fails
+            from zoo import hub
+
+            mismatch = hub.state_mismatch(self, checkpoint["state_dict"])
+            if mismatch:
+                diff = hub.hparams_diff(checkpoint.get("hyper_parameters") or {}, dict(self.hparams), "checkpoint")
+                raise CheckpointError(f"the checkpoint does not match the model ({mismatch}); "
+                                      f"{diff or 'the model was built with other hyperparameters'}")
         if "zoo_rng_state" in checkpoint:
             self._pending_rng_state = checkpoint["zoo_rng_state"]
             self._generator = None
