@@ -239,3 +239,15 @@ def test_a_bad_flag_is_one_line_not_the_usage_screen(capsys):
         load_recipe("op_gfn").main(["fit", "--trainer.max_stepz", "3"])
     err = one_line_error(capsys, exit_)
     assert "max_stepz" in err and "--help" in err
+
+
+@pytest.mark.parametrize("env, message", [
+    ("tests.core.bad_envs:NaNReward", r"reward nan \(copy 0, episode seed \d+, step 2\); the environment must return finite"),
+    ("tests.core.bad_envs:crashing_factory", r"the entry point raised KeyError: 'no such key' \(.*bad_envs\.py:\d+\)"),
+])
+def test_a_broken_user_environment_is_one_line(env, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        fit("mdpo", tmp_path, "--model.env", env)
+    import re
+
+    assert re.search(message, one_line_error(capsys, exit_))
