@@ -15,7 +15,7 @@ def fit(recipe, method, tmp_path, *args):
                                 "--trainer.default_root_dir", str(tmp_path), *args])
 
 
-def fails_in_one_line(capsys, run, pattern):
+def expect_one_line_error(capsys, run, pattern):
     """The recipe stops with status 2 and one line on stderr that matches ``pattern``."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
@@ -29,7 +29,7 @@ def fails_in_one_line(capsys, run, pattern):
 def test_empty_corpus_names_the_file(recipe, method, tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n\n")
-    fails_in_one_line(capsys, lambda: fit(recipe, method, tmp_path, "--data.path", str(empty)),
+    expect_one_line_error(capsys, lambda: fit(recipe, method, tmp_path, "--data.path", str(empty)),
                       rf"--data.path {empty}: the file is empty")
 
 
@@ -46,13 +46,13 @@ def test_non_utf8_file_names_the_file_and_line(recipe, method, tmp_path, capsys)
     (folder / "a.txt").write_text("fine text\n" * 50)
     bad = folder / "b.txt"
     bad.write_bytes("good line\nsecond line caf".encode() + b"\xe9 au lait\n")
-    fails_in_one_line(capsys, lambda: fit(recipe, method, tmp_path, "--data.path", str(folder)),
+    expect_one_line_error(capsys, lambda: fit(recipe, method, tmp_path, "--data.path", str(folder)),
                       rf"--data.path {bad}: not UTF-8 text \(line 2")
 
 
 @pytest.mark.parametrize("method", ["lm", "momentum_smoe"])
 def test_sequence_longer_than_the_context_names_the_flags(recipe, method, tmp_path, capsys):
-    fails_in_one_line(capsys, lambda: fit(recipe, method, tmp_path, "--data.block_size", "65"),
+    expect_one_line_error(capsys, lambda: fit(recipe, method, tmp_path, "--data.block_size", "65"),
                       r"--data.block_size 65 is longer than the model's context.*--model.n_positions")
 
 
