@@ -81,8 +81,9 @@ def embedded_task(n_train: int = 2000, n_test: int = 600, seed: int = 1234) -> d
 
 # -- files -------------------------------------------------------------------------------------
 
-def read_split(path: Path, encoding: str) -> list[Example]:
-    """A ``.jsonl`` file of {"text", "label"} or a ``.txt`` file of ``label text`` lines."""
+def read_split(path: Path, encoding: str, words: dict[str, str] | None = None) -> list[Example]:
+    """A ``.jsonl`` file of {"text", "label"} or a ``.txt`` file of ``label text`` lines; every label must
+    be one of ``words`` (the label map), where given."""
     try:
         lines = path.read_text(encoding=encoding).splitlines()
     except UnicodeDecodeError as e:
@@ -104,6 +105,9 @@ def read_split(path: Path, encoding: str) -> list[Example]:
             label, _, text = line.strip().partition(" ")
         if not isinstance(text, str) or not text.strip():
             raise UserError(f"{path}:{n}: the text is empty; every example needs text")
+        if words is not None and str(label) not in words:
+            raise UserError(f"{path}:{n}: the label {str(label)!r} is not in --data.label_map (it maps "
+                            f"{sorted(words)}); add it there, or fix the line")
         out.append((text.strip(), str(label)))
     if not out:
         raise UserError(f"--data.path {path}: the file holds no examples")
@@ -119,7 +123,7 @@ def resolve_path(path: str) -> Path:
     return p
 
 
-def read_folder(path: str, encoding: str) -> dict[str, list[Example]]:
+def read_folder(path: str, encoding: str, words: dict[str, str] | None) -> dict[str, list[Example]]:
     folder = resolve_path(path)
     if not folder.is_dir():
         raise UserError(f"--data.path {path!r}: no such folder, and not a known data set ({', '.join(HF_SETS)} or "
@@ -129,7 +133,7 @@ def read_folder(path: str, encoding: str) -> dict[str, list[Example]]:
     for split, names in SPLIT_NAMES.items():
         f = next((files[n] for n in names if n in files), None)
         if f is not None:
-            splits[split] = read_split(f, encoding)
+            splits[split] = read_split(f, encoding, words)
     for split in ("train", "test"):
         if split not in splits:
             raise UserError(f"--data.path {folder}: no {split} file (train.jsonl / train.txt, test.jsonl / test.txt)")
@@ -266,17 +270,14 @@ class FewShotDataModule(L.LightningDataModule):
     def read(self) -> None:
         """The splits and the label words, checked: every label of every split must have a word."""
         hp = self.hparams
-        words = None
-        if hp.path is None:
-            splits, words = embedded_task(), EMBEDDED_WORDS
-        elif hp.path in HF_SETS or hp.path.startswith("hf:"):
-            splits, words = read_hf(hp.path)
-        else:
-            splits = read_folder(hp.path, hp.encoding)
+        hf = hp.path is not None and (hp.path in HF_SETS or hp.path.startswith("hf:"))
+        splits, words = (embedded_task(), EMBEDDED_WORDS) if hp.path is None else read_hf(hp.path) if hf else (None, None)
         words = dict(hp.label_map) if hp.label_map else words
         if not words:
             raise UserError(f"--data.path {hp.path}: give the word of each label with --data.label_map, e.g. "
                             "'{\"0\": \" negative\", \"1\": \" positive\"}'")
+        if splits is None:
+            splits = read_folder(hp.path, hp.encoding, words)
         for split, rows in splits.items():
             for n, (_, label) in enumerate(rows, 1):
                 if label not in words:
