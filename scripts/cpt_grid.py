@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 METHODS = ("icl", "prompt_tuning", "lora", "full", "cpt")
 NAMES = {"icl": "ICL", "prompt_tuning": "prompt tuning", "lora": "LoRA", "full": "full fine-tuning", "cpt": "CPT"}
-LR = {"prompt_tuning": 1e-2, "lora": 1e-3, "full": 1e-4, "cpt": 3e-3}
+LR = {"prompt_tuning": 3e-2, "lora": 3e-3, "full": 3e-4, "cpt": 3e-2}
 
 
 def run(data: str, method: str, k: int, seed: int, steps: int, overrides: dict) -> dict:
