@@ -145,7 +145,8 @@ class DeepGA(ZooModule):
                             f"gives observations of shape {self.obs_shape}: use mlp")
         self.register_buffer("init_scale", self.net.init_scale(), persistent=False)
         # the state: the elite's weights and its seed chain (padded with −1), and the σ the chain was made with
-        self.register_buffer("theta", theta_from_chain((0,), self.init_scale, sigma))
+        # a Parameter only so that DDP agrees to wrap the module: nothing ever computes its gradient
+        self.theta = torch.nn.Parameter(theta_from_chain((0,), self.init_scale, sigma))
         self.register_buffer("elite_chain", torch.full((chain_capacity,), -1, dtype=torch.long))
         self.elite_chain[0] = 0
         self.register_buffer("elite_chain_length", torch.ones((), dtype=torch.long))
@@ -184,6 +185,7 @@ class DeepGA(ZooModule):
             return mutate(self._cache[chain[:-1]], chain[-1], sigma)
         return theta_from_chain(chain, self.init_scale.cpu(), sigma)
 
+    @torch.no_grad()
     def set_elite(self, chain: Chain) -> None:
         if len(chain) > self.hparams.chain_capacity:
             raise UserError(f"the seed chain has grown to {len(chain)} > --model.chain_capacity "
@@ -343,7 +345,7 @@ class DeepGA(ZooModule):
         n = n_episodes or self.hparams.n_eval_episodes
         seed = self.hparams.eval_seed if seed is None else seed
         jobs = [(self.elite(), seed + i) for i in range(n)]
-        cache, self._cache = self._cache, {self.elite(): self.theta.cpu()}
+        cache, self._cache = self._cache, {self.elite(): self.theta.detach().cpu()}
         try:
             returns, _, _ = self.evaluator_for_actions().run(jobs, self.weights, self.theta.device)
         finally:
@@ -387,7 +389,8 @@ class DeepGA(ZooModule):
             raise CheckpointError(f"{path}: expected a seed chain (tensors 'seeds' and 'sigma'), got {sorted(state)}")
         model = cls(**{k: v for k, v in init_args.items() if k != "init_from"})
         chain = tuple(int(s) for s in state["seeds"])
-        model.chain_sigma.fill_(float(state["sigma"][0]))
+        with torch.no_grad():
+            model.chain_sigma.fill_(float(state["sigma"][0]))
         model.set_elite(chain)
         return model
 
