@@ -8,8 +8,8 @@
    reach. Goal: generation time ≤ 1.2 × rollout time.
 2. EvoTorch's ``GeneticAlgorithm`` (Gaussian mutation σ = 0.02 on every weight, elitist, no
    re-evaluation) on ``GymNE`` with the same environment, network and population. EvoTorch needs
-   numpy 2 and ray, which would change the zoo's environment, so the script makes its own virtual
-   environment (``--venv``, default /tmp/dga-bench-venv, with the system's torch) and runs EvoTorch
+   ray (and asks for numpy 2), which would change the zoo's environment, so the script makes its own virtual
+   environment (``--venv``, default /tmp/dga-bench-venv, on top of the system's torch and gymnasium) and runs EvoTorch
    there; the zoo never imports it. Goal: ≥ 1.0 × EvoTorch's generations per second.
    Episodes are cut at ``--episode-steps`` in both, so that a generation is the same work.
 Also: the two ways to draw ε for a mutation (a generator seeded per mutation, as the zoo does, and
@@ -60,9 +60,11 @@ EVOTORCH = textwrap.dedent("""
 def evotorch_venv(path: Path) -> Path:
     python = path / "bin" / "python"
     if not python.exists():
-        print(f"making {path} for EvoTorch (system torch, its own numpy 2 and ray)…", flush=True)
+        print(f"making {path} for EvoTorch (the system's torch, its own ray)…", flush=True)
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(path)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "evotorch", "box2d==2.3.10"], check=True)
+        # --no-deps: EvoTorch's own requirements would pull a CUDA torch and numpy 2; the system's torch serves
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "evotorch", "cma"], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "ray"], check=True)
     return python
 
 
