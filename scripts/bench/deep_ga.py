@@ -9,7 +9,7 @@
 2. EvoTorch's ``GeneticAlgorithm`` (Gaussian mutation σ = 0.02 on every weight, elitist, no
    re-evaluation) on ``GymNE`` with the same environment, network and population. EvoTorch needs
    ray (and asks for numpy 2), which would change the zoo's environment, so the script makes its own virtual
-   environment (``--venv``, default /tmp/dga-bench-venv, on top of the system's torch and gymnasium) and runs EvoTorch
+   environment (``--venv``, default /tmp/dga-bench-venv: EvoTorch, ray, torch, gymnasium, Box2D) and runs EvoTorch
    there; the zoo never imports it. Goal: ≥ 1.0 × EvoTorch's generations per second.
    Episodes are cut at ``--episode-steps`` in both, so that a generation is the same work.
 Also: the two ways to draw ε for a mutation (a generator seeded per mutation, as the zoo does, and
@@ -60,11 +60,11 @@ EVOTORCH = textwrap.dedent("""
 def evotorch_venv(path: Path) -> Path:
     python = path / "bin" / "python"
     if not python.exists():
-        print(f"making {path} for EvoTorch (the system's torch, its own ray)…", flush=True)
+        print(f"making {path} for EvoTorch…", flush=True)
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(path)], check=True)
-        # --no-deps: EvoTorch's own requirements would pull a CUDA torch and numpy 2; the system's torch serves
+        # --no-deps: EvoTorch's own list (pandas, mlflow hooks, …) is more than its GA on GymNE needs
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "evotorch", "cma"], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "ray"], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "ray", "torch", "gymnasium", "box2d==2.3.10", "pygame-ce"], check=True)
     return python
 
 
