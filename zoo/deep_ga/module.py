@@ -251,12 +251,12 @@ class DeepGA(ZooModule):
         returns, lengths, bcs = self.evaluator_for_actions().run([jobs[i] for i in mine], self.weights, self.theta.device)
         dim = max((len(b) for b in bcs), default=0)
         if world_size > 1:
-            dim = int(self.all_gather(torch.tensor(dim)).max())
+            dim = int(self.all_gather(torch.tensor(dim, device=self.device)).max())  # NCCL gathers device tensors
         rows = torch.zeros((math.ceil(len(jobs) / world_size), 3 + dim), dtype=torch.float64)
         for m, i in enumerate(mine):
             rows[m, 0], rows[m, 1], rows[m, 2] = float(jobs[i][1]), returns[m], float(lengths[m])
             rows[m, 3: 3 + len(bcs[m])] = torch.as_tensor(bcs[m])
-        gathered = self.all_gather(rows).cpu() if world_size > 1 else rows[None]
+        gathered = self.all_gather(rows.to(self.device)).cpu() if world_size > 1 else rows[None]
         table = torch.zeros((len(jobs), 3 + dim), dtype=torch.float64)
         for i in range(len(jobs)):
             table[i] = gathered[i % world_size, i // world_size]
