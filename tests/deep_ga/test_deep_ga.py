@@ -40,7 +40,6 @@ def test_bad_flag_from_the_command_line_is_one_line(capsys):
 
 
 def test_a_million_weights_released_in_under_a_kilobyte(tmp_path):
-    pytest.importorskip("ale_py")
     model = DeepGA(env="ALE/Frostbite-v5", policy="dqn", sigma=0.002, chain_capacity=64)
     chain = tuple(range(1000, 1050))  # 49 generations of mutations
     model.set_elite(chain)
