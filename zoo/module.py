@@ -86,6 +86,14 @@ class ZooModule(L.LightningModule):
             return False
         return (trainer.fit_loop.total_batch_idx + 1) % trainer.log_every_n_steps == 0
 
+    def count_step(self) -> None:
+        """Count this training step as an optimiser step, for a method that has no optimiser (a generation of
+        a genetic algorithm, an iteration of exploration): Lightning's ``global_step``, which ``max_steps``,
+        checkpoints and logging follow, counts optimiser steps only."""
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.increment_ready()
+        progress.increment_completed()
+
     # -- schedules ---------------------------------------------------------------------------
 
     def schedule_steps(self) -> int:

@@ -330,10 +330,7 @@ class DeepGA(ZooModule):
             self.log("train/best_return", self.best_return, prog_bar=True)
             self.log("train/env_steps", float(self.env_steps))
             self.log("train/generation", float(self.generation))
-        # no optimiser steps, so count the generation as the trainer's step (global_step, max_steps, checkpoints)
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        progress.increment_ready()
-        progress.increment_completed()
+        self.count_step()  # no optimiser: the generation is the trainer's step (global_step, max_steps, checkpoints)
         max_env_steps = self.hparams.max_env_steps
         if max_env_steps is not None and self.env_steps >= max_env_steps:
             self.trainer.should_stop = True
