@@ -1,0 +1,36 @@
+"""Learning on the embedded fictitious authors: tiny-lm fine-tuned on them, then forget10 unlearned with
+NPO and with GA on the same budget. NPO lowers the forget-set probability while the retain-set
+probability stays within a stated margin; GA lowers the retain-set probability more."""
+import pytest
+
+from ..conftest import load_recipe
+
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+CONFIGS = "recipes/configs/npo"
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    cli = load_recipe("npo").main(["fit", "--config", f"{CONFIGS}/default.yaml", *QUIET, "--trainer.default_root_dir",
+                                   str(root), "--trainer.max_steps", "120", "--trainer.val_check_interval", "120",
+                                   "--model.eval_size", "40", "--model.max_new_tokens", "16"])
+    return root / "version_0" / "checkpoints" / "last.ckpt", cli.model.last_eval["metrics"]
+
+
+def unlearn(ckpt, root, objective):
+    cli = load_recipe("npo").main(["fit", "--config", f"{CONFIGS}/unlearn.yaml", *QUIET, "--trainer.default_root_dir",
+                                   str(root), "--model.init_from", str(ckpt), "--model.objective", objective,
+                                   "--trainer.val_check_interval", "20", "--model.eval_size", "40",
+                                   "--model.max_new_tokens", "16"])
+    return cli.model.last_eval["metrics"]
+
+
+@pytest.mark.slow
+def test_npo_forgets_and_keeps_the_retain_set_better_than_ga(finetuned, tmp_path):
+    ckpt, before = finetuned
+    assert before["forget_prob"] > 0.2, "fine-tuning did not learn the facts"
+    npo, ga = unlearn(ckpt, tmp_path / "npo", "npo"), unlearn(ckpt, tmp_path / "ga", "ga")
+    assert npo["forget_prob"] < 0.5 * before["forget_prob"]
+    assert npo["retain_prob"] > 0.7 * before["retain_prob"]  # the stated margin: at most 30 % lost
+    assert ga["retain_prob"] < npo["retain_prob"] - 0.05
