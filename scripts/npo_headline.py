@@ -51,6 +51,7 @@ def run(args, split: str, objective: str, seed: int) -> dict:
                 if row.get("val/forget_quality"):
                     curve.append({"step": int(row["step"]) + 1, "forget_quality": float(row["val/forget_quality"]),
                                   "model_utility": float(row["val/model_utility"]),
+                                  "retain_utility": float(row["val/retain_utility"]),
                                   "forget_prob": float(row["val/forget_prob"])})
     final = cli.model.release_metrics()
     return {"split": split, "objective": objective, "seed": seed, "steps": steps, "lr": args.lr,
@@ -68,13 +69,13 @@ def start(args, split: str) -> dict:
             "--model.base", args.base, "--model.retain_model", args.retain_model, *evaluation(args)])
         m = cli.model.last_eval["metrics"]
     return {"split": split, "objective": "start", "seed": 0, "final": m,
-            "curve": [{"step": 0, **{k: m[k] for k in ("forget_quality", "model_utility", "forget_prob")}}]}
+            "curve": [{"step": 0, **{k: m[k] for k in ("forget_quality", "model_utility", "retain_utility", "forget_prob")}}]}
 
 
 def report(out: Path) -> None:
     rows = [json.loads(x) for x in (out / "headline.jsonl").read_text().splitlines() if x.strip()]
-    lines = ["| objective | split | seeds | forget quality | model utility | forget ROUGE-L | forget probability |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| objective | split | seeds | forget quality | model utility | retain utility | forget ROUGE-L | "
+             "forget probability | retain probability |", "|---|---|---|---|---|---|---|---|---|"]
     for split in SIZES:
         for obj in NAMES:
             rs = [r for r in rows if r["split"] == split and r["objective"] == obj]
@@ -87,7 +88,7 @@ def report(out: Path) -> None:
                     return f"{v[0]:.3g}"
                 return f"{statistics.mean(v):.3g} ± {statistics.stdev(v):.2g}"
             lines.append(f"| {NAMES[obj]} | {split} | {len(rs)} | {ms('forget_quality')} | {ms('model_utility')} | "
-                         f"{ms('forget_rouge')} | {ms('forget_prob')} |")
+                         f"{ms('retain_utility')} | {ms('forget_rouge')} | {ms('forget_prob')} | {ms('retain_prob')} |")
     (out / "headline.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     import matplotlib
@@ -96,7 +97,7 @@ def report(out: Path) -> None:
     import matplotlib.pyplot as plt
 
     splits = [s for s in SIZES if any(r["split"] == s for r in rows)]
-    fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.8 * len(splits), 4.2), squeeze=False)
     for ax, split in zip(axes[0], splits):
         for obj in list(NAMES)[1:]:
             rs = [r for r in rows if r["split"] == split and r["objective"] == obj and r["curve"]]
@@ -106,12 +107,12 @@ def report(out: Path) -> None:
             first = [x["curve"][0] for x in rows if x["split"] == split and x["objective"] == "start"]
             curve = first + r["curve"]
             fq = [max(c["forget_quality"], 1e-30) for c in curve]
-            mu = [c["model_utility"] for c in curve]
+            mu = [c["retain_utility"] for c in curve]
             line, = ax.plot(fq, mu, marker="o", ms=3, label=NAMES[obj])
             ax.plot(fq[-1:], mu[-1:], marker="*", ms=10, color=line.get_color())
         ax.set_xscale("log")
         ax.set_xlabel("forget quality (KS p-value, log)")
-        ax.set_ylabel("model utility")
+        ax.set_ylabel("retain utility (hmean of the retain set's prob., ROUGE-L, truth ratio)", fontsize=8)
         ax.set_title(f"tiny-lm on TOFU {split} (seed 0)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)

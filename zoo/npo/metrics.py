@@ -13,6 +13,9 @@ Every probability is length-normalised: p̄(a|q) = exp(mean over a's tokens of l
                   both on the forget set
     Model utility    the harmonic mean of the nine values {probability, ROUGE-L, truth ratio} ×
                   {retain, real authors, world facts}
+    Retain utility   (the zoo's) the harmonic mean of the retain set's three values alone: a model
+                  that knows no real authors or world facts (ROUGE-L 0 there) has model utility 0
+                  whatever it keeps, so this is the part that can move
 """
 from __future__ import annotations
 
@@ -84,6 +87,8 @@ def summarise(stats: dict[str, dict[str, Tensor]], retain_ratios: Tensor | None)
     if all(n in stats for n in UTILITY_SETS):
         out["model_utility"] = model_utility([out[f"{n}_{m}"] for n in UTILITY_SETS
                                               for m in ("prob", "rouge", "truth_ratio")])
+    if "retain" in stats:  # the retain set's share of utility: what a model that knows no real facts keeps
+        out["retain_utility"] = model_utility([out[f"retain_{m}"] for m in ("prob", "rouge", "truth_ratio")])
     if retain_ratios is not None and "forget" in stats:
         out["forget_quality"] = forget_quality(truth_ratio(stats["forget"]["para"], stats["forget"]["pert"]),
                                                retain_ratios)

@@ -45,7 +45,7 @@ class _Frozen:
 
 
 class NPO(ZooModule):
-    curve_metrics = ("val/forget_quality", "val/model_utility", "val/forget_prob", "train/loss")
+    curve_metrics = ("val/forget_quality", "val/retain_utility", "val/forget_prob", "train/loss")
 
     def __init__(
         self,
@@ -220,7 +220,7 @@ class NPO(ZooModule):
         dm = self.trainer.datamodule
         self.last_eval = self.evaluate(dm)
         for k, v in self.last_eval["metrics"].items():
-            self.log(f"val/{k}", v, prog_bar=k in ("forget_quality", "model_utility"), sync_dist=True, batch_size=1)
+            self.log(f"val/{k}", v, prog_bar=k in ("forget_quality", "retain_utility"), sync_dist=True, batch_size=1)
 
     @torch.no_grad()
     def evaluate(self, dm, model: torch.nn.Module | None = None, generate: bool = True,
