@@ -131,7 +131,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=2, help="epochs between evaluations")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--eval-size", type=int, default=300, help="items of each evaluation set (TOFU: 300)")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--out", default=str(ROOT / "docs" / "npo"))
