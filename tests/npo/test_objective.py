@@ -127,3 +127,20 @@ def test_rouge_l_recall_by_hand():
     # reference 4 words, longest common subsequence "cat sat mat" = 3 words: recall 3/4
     r = metrics.rouge_l_recall(["a cat sat on a mat"], ["the cat sat mat"])
     assert r.item() == pytest.approx(0.75)
+
+
+def test_summarise_gives_tofu_numbers_from_item_statistics():
+    half, quarter = math.log(0.5), math.log(0.25)
+    item = {"gt": torch.tensor([half, half]), "para": torch.tensor([half, half]),
+            "pert": torch.full((2, 2), quarter), "rouge": torch.tensor([1.0, 0.5])}
+    stats = {name: dict(item) for name in ("forget", "retain", "real_authors", "world_facts")}
+    out = metrics.summarise(stats, retain_ratios=torch.tensor([2.0, 2.0]))
+    assert out["retain_prob"] == pytest.approx(0.5) and out["forget_rouge"] == pytest.approx(0.75)
+    assert out["real_authors_prob"] == pytest.approx(0.5)  # 0.5 / (0.5 + 0.25 + 0.25)
+    assert out["forget_truth_ratio"] == pytest.approx(0.5) and out["retain_truth_ratio"] == pytest.approx(0.5)
+    assert out["forget_quality"] == pytest.approx(1.0)  # R = 2 for every item, as the retain model's
+    assert out["model_utility"] == pytest.approx(metrics.model_utility([0.5, 0.75, 0.5] * 3))
+    assert out["retain_utility"] == pytest.approx(metrics.model_utility([0.5, 0.75, 0.5]))
+    stats["world_facts"]["rouge"] = torch.zeros(2)  # knows no world facts: model utility 0, retain utility kept
+    out = metrics.summarise(stats, None)
+    assert out["model_utility"] == 0.0 and out["retain_utility"] > 0.5 and "forget_quality" not in out
