@@ -136,7 +136,7 @@ class NPO(ZooModule):
                 self._reference = _Frozen(ref)
 
     def check_data(self) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
+        dm = getattr(self._trainer, "datamodule", None)
         split = getattr(getattr(dm, "hparams", {}), "get", lambda *_: None)("train_split")
         if split is None:
             return
