@@ -233,7 +233,7 @@ class NPO(ZooModule):
         for name, items in dm.eval_sets(self.hparams.eval_size).items():
             if sets is not None and name not in sets:
                 continue
-            stats[name] = self.item_stats(model, dm, items, generate)
+            stats[name] = self.sharded_stats(model, dm, items, generate)
         model.train(was_training)
         if sets is None:
             retain = self.retain_truth_ratios(dm)
@@ -243,9 +243,26 @@ class NPO(ZooModule):
         ratios = metrics.truth_ratio(stats["forget"]["para"], stats["forget"]["pert"]) if "forget" in stats else None
         return {"metrics": out, "forget_truth_ratio": ratios}
 
-    def item_stats(self, model, dm, items: list[dict[str, Any]], generate: bool) -> dict[str, Tensor]:
-        """Per-token mean log-probs of each item's answer, paraphrase and perturbed answers, and the
-        ROUGE-L recall of its greedy answer."""
+    def sharded_stats(self, model, dm, items: list[dict[str, Any]], generate: bool) -> dict[str, Tensor]:
+        """``item_stats`` of every item, each rank computing every world_size-th one; gathered in order."""
+        width = max(len(r["perturbed_answer"]) for r in items)
+        trainer = self._trainer
+        world = trainer.world_size if trainer is not None else 1
+        if world == 1:
+            return self.item_stats(model, dm, items, generate, width)
+        m = -(-len(items) // world)
+        mine = items[trainer.global_rank::world]
+        mine = mine + [items[0]] * (m - len(mine))  # equal shares; the fillers fall past the end below
+        stats = self.item_stats(model, dm, mine, generate, width)
+        out = {}
+        for key, t in stats.items():
+            gathered = self.all_gather(t.to(self.device)).cpu()  # [world, m, ...]: item k·world + r at [r, k]
+            out[key] = gathered.transpose(0, 1).reshape(world * m, *t.shape[1:])[:len(items)]
+        return out
+
+    def item_stats(self, model, dm, items: list[dict[str, Any]], generate: bool, width: int) -> dict[str, Tensor]:
+        """Per-token mean log-probs of each item's answer, paraphrase and ``width`` perturbed answers (an
+        item with fewer counts the mean of its own), and the ROUGE-L recall of its greedy answer."""
         rows, owner = [], []
         for i, r in enumerate(items):
             answers = [r["answer"], r.get("paraphrased_answer", r["answer"]), *r["perturbed_answer"]]
@@ -254,7 +271,6 @@ class NPO(ZooModule):
             owner.append(len(answers))
         avg = self.mean_log_probs(model, rows, dm.hparams.max_length)
         gt, para, pert, at = [], [], [], 0
-        width = max(owner) - 2
         for k in owner:
             gt.append(avg[at])
             para.append(avg[at + 1])
