@@ -142,3 +142,30 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0, dropout: float =
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
                         target_modules=list(target_modules) if not isinstance(target_modules, str) else target_modules)
     return get_peft_model(model, config)
+
+
+def prompt_response_batch(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int,
+                          max_length: int | None = None) -> dict[str, Tensor]:
+    """(prompt ids, response ids) pairs as one right-padded batch for scoring responses.
+
+    Returns ``input_ids`` [B, T] (prompt then response), ``attention_mask`` (1 on real tokens) and
+    ``target_mask`` (1 on the response tokens only), the mask ``sequence_log_probs`` takes, so that a
+    response's log-likelihood never counts its prompt or the padding. A pair longer than
+    ``max_length`` loses the end of its response (the prompt is kept whole)."""
+    seqs, targets = [], []
+    for prompt, response in rows:
+        ids = list(prompt) + list(response)
+        if max_length is not None:
+            ids = ids[:max_length]
+        n_response = max(0, len(ids) - len(prompt))
+        seqs.append(ids)
+        targets.append([0] * (len(ids) - n_response) + [1] * n_response)
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    target_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (s, t) in enumerate(zip(seqs, targets)):
+        input_ids[i, :len(s)] = torch.tensor(s)
+        attention_mask[i, :len(s)] = 1
+        target_mask[i, :len(t)] = torch.tensor(t)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "target_mask": target_mask}
