@@ -21,6 +21,7 @@ Nash-MD and its baselines side by side; the logged metric is each one's exploita
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,8 @@ from zoo.module import ZooModule
 from zoo.nash_md import objective as O
 from zoo.nash_md.data import preference_game, reference_policy
 from zoo.nash_md.nets import AdapterDisabled, GeometricMixture, HubRewardModel, freeze
+
+warnings.filterwarnings("ignore", ".*configure_optimizers. returned .None.*")  # tabular games: exact updates
 
 LOSSES = ("nash_md", "nash_md_pg", "self_play", "rlhf")
 TABULAR = ("nash_md", "nash_md_vs_current", "self_play", "rlhf")
@@ -132,6 +135,7 @@ class NashMD(ZooModule):
             object.__setattr__(self, "_frozen_reference", freeze(copy.deepcopy(self.policy)))
         else:
             self.policy = add_lora(self.policy, lora_r, lora_alpha, lora_dropout)
+        self.policy.train()  # from_pretrained returns eval mode, which Lightning would keep
         self.example_input_array = torch.arange(16).remainder(self.policy.config.vocab_size).view(2, 8)
 
     def _init_tabular(self) -> None:

@@ -57,6 +57,7 @@ class PreferenceModel(ZooModule):
         if kind not in ("pairwise", "bradley_terry"):
             raise ValueError(f"--model.kind must be pairwise or bradley_terry, got {kind!r}")
         backbone_model, self.tokenizer = load_backbone(resolve_backbone(backbone))
+        backbone_model.train()  # from_pretrained returns eval mode, which Lightning would keep (no dropout)
         self.net = PairwisePreference(backbone_model) if kind == "pairwise" else RewardModel(backbone_model)
         cls, sep = separator_ids(self.tokenizer)
         body = torch.arange(2, 8) % 50 + 10
