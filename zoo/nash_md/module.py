@@ -37,7 +37,9 @@ from zoo.nash_md import objective as O
 from zoo.nash_md.data import preference_game, reference_policy
 from zoo.nash_md.nets import AdapterDisabled, GeometricMixture, HubRewardModel, freeze
 
-warnings.filterwarnings("ignore", ".*configure_optimizers. returned .None.*")  # tabular games: exact updates
+# tabular games make exact updates, with no optimiser (and so Lightning's manual-optimisation path)
+warnings.filterwarnings("ignore", ".*configure_optimizers. returned .None.*")
+warnings.filterwarnings("ignore", ".*manual optimization and every_n_train_steps.*")
 
 LOSSES = ("nash_md", "nash_md_pg", "self_play", "rlhf")
 TABULAR = ("nash_md", "nash_md_vs_current", "self_play", "rlhf")
