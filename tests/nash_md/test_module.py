@@ -74,3 +74,21 @@ def test_nash_md_on_the_tiny_lm_raises_the_win_rate_over_the_reference(tmp_path,
     cli = recipe("nash_md").main(["fit", "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "100",
                                   "--trainer.val_check_interval", "100", "--trainer.enable_progress_bar", "false"])
     assert cli.trainer.callback_metrics["val/win_rate"] > 0.55
+
+
+def test_a_sequence_classification_reward_model_serves_as_a_bradley_terry_judge(tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from zoo.lm.helpers import resolve_base
+    from zoo.nash_md.module import load_judge
+
+    folder = resolve_base("tiny-lm")
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(folder).save_pretrained(tmp_path)
+    judge = load_judge(str(tmp_path)).eval()
+    assert judge.kind == "bradley_terry"
+    with torch.no_grad():
+        p = judge.preference(["The list type"] * 2, [" holds values", " is code"], [" is code", " holds values"])
+        r = judge.reward(["The list type"] * 2, [" holds values", " is code"])
+    torch.testing.assert_close(p, torch.sigmoid(torch.stack([r[0] - r[1], r[1] - r[0]])))
