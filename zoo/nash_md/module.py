@@ -186,7 +186,6 @@ class NashMD(ZooModule):
     # -- sampling ------------------------------------------------------------------------------------
 
     def prompts_to_ids(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
-        self.tokenizer.truncation_side = "left"
         ids, mask = left_pad(self.tokenizer, prompts)
         keep = self.hparams.max_prompt_tokens
         return ids[:, -keep:].to(self.device), mask[:, -keep:].to(self.device)
