@@ -46,7 +46,7 @@ def test_a_bad_game_file_is_refused(tmp_path):
 def test_rlhf_needs_a_reward_model(tmp_path):
     from types import SimpleNamespace
 
-    model = NashMD(loss="rlhf", preference_model="pref-tiny")
+    model = NashMD(loss="rlhf", preference_model="keyword-judge")
     model._trainer = SimpleNamespace(precision="32-true")
     with pytest.raises(UserError, match="rlhf needs a reward model"):
         model.setup("fit")
@@ -54,13 +54,13 @@ def test_rlhf_needs_a_reward_model(tmp_path):
 
 def test_one_language_model_step_moves_the_policy_and_not_the_reference():
     torch.manual_seed(0)
-    model = NashMD(max_new_tokens=6, lr=1e-3)
+    model = NashMD(max_new_tokens=24, lr=1e-3, preference_model="keyword-judge")
     model._trainer = None
     model.setup("fit")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ref_before = {k: v.clone() for k, v in model.reference_model().state_dict().items()}
     opt = torch.optim.SGD(model.policy.parameters(), lr=1.0)
-    loss = model.training_step(["The list type", "A function definition"], 0)
+    loss = model.training_step(["The list type", "A function definition", "Exceptions are", "The import"], 0)
     loss.backward()
     opt.step()
     assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())

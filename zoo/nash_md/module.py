@@ -35,7 +35,7 @@ from zoo.lm.objective import token_log_probs
 from zoo.module import ZooModule
 from zoo.nash_md import objective as O
 from zoo.nash_md.data import preference_game, reference_policy
-from zoo.nash_md.nets import AdapterDisabled, GeometricMixture, HubRewardModel, freeze
+from zoo.nash_md.nets import AdapterDisabled, GeometricMixture, HubRewardModel, KeywordJudge, freeze
 
 # tabular games make exact updates, with no optimiser (and so Lightning's manual-optimisation path)
 warnings.filterwarnings("ignore", ".*configure_optimizers. returned .None.*")
@@ -79,8 +79,9 @@ class NashMD(ZooModule):
             base: the policy's starting point and the reference μ: an HF causal LM by zoo id (``tiny-lm``),
                 save_pretrained folder or hub name.
             preference_model: the judge of (y, y'): a release or checkpoint of ``recipes/preference.py`` (a pairwise
-                preference model, or a Bradley–Terry reward model, which gives P = σ(r − r')), or a hub name of a
-                sequence-classification reward model. ``rlhf`` needs a reward model.
+                preference model, or a Bradley–Terry reward model, which gives P = σ(r − r')), a hub name of a
+                sequence-classification reward model, or ``keyword-judge`` (the generated task's true preference,
+                an oracle). ``rlhf`` needs a reward model.
             loss: ``nash_md``, ``nash_md_pg`` (the paper's policy gradient), ``self_play`` or ``rlhf`` (see above).
             beta: β, the weight of μ in the opponent's mixture π_θ^β ∝ π_θ^(1−β) μ^β (nash_md, nash_md_pg); in [0, 1].
             tau: τ > 0, the strength of the KL(π_θ ‖ μ) regularisation.
@@ -325,11 +326,14 @@ class NashMD(ZooModule):
 
 
 def load_judge(source: str) -> nn.Module:
-    """The preference model of ``source``: a zoo release or checkpoint of recipes/preference.py, or a hub
-    name / folder of a sequence-classification reward model (taken as Bradley–Terry)."""
+    """The preference model of ``source``: a zoo release or checkpoint of recipes/preference.py, a hub name or
+    folder of a sequence-classification reward model (taken as Bradley–Terry), or ``keyword-judge``, the
+    generated task's true preference."""
     from zoo import hub
     from zoo.preference import PreferenceModel
 
+    if source == "keyword-judge":
+        return KeywordJudge()
     if source in hub.registry() or Path(source).expanduser().exists() and (
             str(source).endswith(".ckpt") or (Path(source).expanduser() / hub.MANIFEST).exists()):
         model = hub.load(source)

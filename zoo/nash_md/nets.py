@@ -106,4 +106,16 @@ class HubRewardModel(nn.Module):
         return torch.sigmoid(r[:len(y)] - r[len(y):])
 
 
-__all__ = ["GeometricMixture", "AdapterDisabled", "HubRewardModel", "freeze"]
+class KeywordJudge(nn.Module):
+    """The generated task's true preference (zoo/preference/data.py: keyword_judge) used as the preference
+    model itself: an oracle, for tests and for seeing what Nash-MD does with a perfect judge."""
+
+    kind = "pairwise"
+
+    def preference(self, prompts: list[str], y: list[str], y_prime: list[str]) -> Tensor:
+        from zoo.preference.data import keyword_judge
+
+        return keyword_judge(y, y_prime)
+
+
+__all__ = ["GeometricMixture", "KeywordJudge", "AdapterDisabled", "HubRewardModel", "freeze"]
