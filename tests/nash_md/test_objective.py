@@ -8,8 +8,15 @@ import torch.nn.functional as F
 from zoo.nash_md import objective as O
 from zoo.nash_md.data import preference_game, reference_policy
 
-torch.set_default_dtype(torch.float64)
 RPS_LIKE = preference_game("rps_like")
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """The tabular math in float64 (the hand computations are exact to 1e-15); restored after each test."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
 
 
 def test_one_nash_md_update_on_a_3x3_game_equals_the_hand_computation():
