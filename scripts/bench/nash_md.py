@@ -157,6 +157,8 @@ def main() -> None:
     parser.add_argument("--venv", type=Path, default=Path("/tmp/zoo-bench-trl"))
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
 
     import torch
 
