@@ -222,10 +222,11 @@ def evaluate(h_node: Tensor, h_link: Tensor, graph, seed: int = 0, repeats: int 
     for: the node tasks on ``h_node`` (embeddings of the whole graph, as the official node-task
     model sees it), link prediction on ``h_link`` (embeddings of the graph without the held-out
     edges). ``eval/mean`` averages accuracy, NMI, AUC and partition accuracy, as the official eval.py.
-    ``repeats``: random splits of the two probes. Safe to call under Lightning's inference mode."""
+    ``repeats``: random splits of the two probes. Safe to call under Lightning's inference mode and
+    autocast (the probes run in float32)."""
     out: dict[str, float] = {}
     tasks = graph.downstream
-    with torch.inference_mode(False):
+    with torch.inference_mode(False), torch.autocast(h_link.device.type, enabled=False):
         if "node_classification" in tasks:
             out["eval/node_acc"] = linear_probe(h_node, graph.y, seed, repeats)
         if "clustering" in tasks:
