@@ -46,6 +46,7 @@ def test_fine_tuning_on_another_graph_fails_clearly(tmp_path, capsys):
 
 
 @released
+@pytest.mark.slow  # the official evaluation: 10 grid-searched splits of two probes, about a CPU-minute
 @pytest.mark.skipif(planetoid_raw() is None, reason="no local copy of shared/data/planetoid (set ZOO_SHARED_DATA)")
 def test_release_reproduces_its_metrics_on_cora(tmp_path):
     assert copy_shared_planetoid("Cora", tmp_path)
