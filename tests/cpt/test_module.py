@@ -174,19 +174,26 @@ def test_default_config_learns(tmp_path):
     assert accs[-1] >= accs[0] + 0.05, accs
 
 
-def test_scores_with_the_shared_context_cache_equal_peft_forward():
-    """Evaluation runs the context once per batch and shares its keys and values; the label words'
-    scores equal those of PEFT's full forward pass on every row."""
+@pytest.mark.parametrize("words", [None, [" number", " a string", " list of"]], ids=["one-token", "multi-token"])
+@pytest.mark.parametrize("method", ["cpt", "prompt_tuning", "lora"])
+def test_scores_with_the_shared_context_cache_equal_peft_forward(method, words):
+    """Evaluation runs the context once per batch and shares its keys and values (and, where every label
+    word is one token, scores them all from one row per query); the label words' scores equal those of
+    PEFT's full forward pass on every row."""
     from zoo.cpt.data import collate_queries
     from zoo.cpt.objective import label_scores
 
     torch.manual_seed(0)
-    model = CPT(method="cpt", lr=0.05, **COMPACT)
+    model = CPT(method=method, lr=0.05, num_virtual_tokens=4, **COMPACT)
     fit(model, FewShotDataModule(k=4, batch_size=2, val_size=0), 2)
     model.eval()
+    if words is not None:  # words of several tokens: every row scored on its own
+        model.hparams.label_words = words
+    lengths = [len(model.tokenizer(w, add_special_tokens=False)["input_ids"]) for w in model.hparams.label_words]
+    assert (max(lengths) == 1) == (words is None)
     items = [{"label": 0, **model.encode_query(t)} for t in ["3 + 4", "sorted([3, 1])", "'x'.upper() + 'yz'"]]
     batch = collate_queries(items, model.pad_id)
     with torch.no_grad():
-        full = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, model.n_prefix:]
+        full = model(batch["input_ids"], batch["attention_mask"])  # PEFT's forward, past the context
         expected = label_scores(full, batch["input_ids"], batch["target"]).view(3, -1)
         torch.testing.assert_close(model.scores(batch), expected, rtol=1e-5, atol=1e-5)

@@ -213,15 +213,23 @@ class CPT(ZooModule):
 
     def scores(self, batch: dict[str, Tensor]) -> Tensor:
         """log p(w_c | context, query) [B, C] of each label word."""
-        ids, target = batch["input_ids"], batch["target"]
+        ids, mask, target = batch["input_ids"], batch["attention_mask"], batch["target"]
+        B, C = batch["label"].shape[0], ids.shape[0] // batch["label"].shape[0]
+        words = [self.tokenizer(w, add_special_tokens=False)["input_ids"] for w in self.hparams.label_words]
+        single = all(len(w) == 1 for w in words)
+        if single:  # each word one token: the query's first row scores them all (the logits before the word
+            ids, mask, target = ids[::C], mask[::C], target[::C]  # cannot depend on it), a C-th of the work
         first = int(target.float().argmax(-1).min())  # the earliest label-word token of the batch
         keep = ids.shape[1] - first + 1  # logits from the position that predicts it on
         if self.hparams.method in CONTEXT_METHODS:
-            logits = self._after_context(ids, batch["attention_mask"], keep)
+            logits = self._after_context(ids, mask, keep)
         else:
-            logits = self.model(input_ids=ids, attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
-        s = label_scores(logits, ids, target)
-        return s.view(batch["label"].shape[0], -1)
+            logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        if single:
+            before = target[:, -keep:].float().argmax(-1) - 1  # the position that predicts the word
+            logp = torch.log_softmax(logits[torch.arange(B, device=ids.device), before].float(), -1)
+            return logp[:, [w[0] for w in words]]
+        return label_scores(logits, ids, target).view(B, -1)
 
     def _after_context(self, ids: Tensor, mask: Tensor, keep: int) -> Tensor:
         """The last ``keep`` positions' logits of the rows after the context, the context run once for the

