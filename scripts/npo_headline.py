@@ -7,7 +7,8 @@ Each run is ``python recipes/npo.py fit --config recipes/configs/npo/tofu.yaml``
 step count (``epochs × n // batch``, as the official code counts), evaluated every ``--eval-every``
 epochs. Results are appended to OUT/headline.jsonl as they finish (a run already there is skipped,
 so the script resumes); ``--report`` writes OUT/headline.md (mean ± std over seeds) and
-OUT/headline.png (model utility against forget quality over the unlearning steps).
+OUT/headline.png (model utility and retain utility against forget quality over the unlearning
+steps, seed 0; a star marks each run's end, the square the fine-tuned model it starts from).
 """
 from __future__ import annotations
 
@@ -97,24 +98,31 @@ def report(out: Path) -> None:
     import matplotlib.pyplot as plt
 
     splits = [s for s in SIZES if any(r["split"] == s for r in rows)]
-    fig, axes = plt.subplots(1, len(splits), figsize=(4.8 * len(splits), 4.2), squeeze=False)
-    for ax, split in zip(axes[0], splits):
-        for obj in list(NAMES)[1:]:
-            rs = [r for r in rows if r["split"] == split and r["objective"] == obj and r["curve"]]
-            if not rs:
-                continue
-            r = min(rs, key=lambda r: r["seed"])
-            first = [x["curve"][0] for x in rows if x["split"] == split and x["objective"] == "start"]
-            curve = first + r["curve"]
-            fq = [max(c["forget_quality"], 1e-30) for c in curve]
-            mu = [c["retain_utility"] for c in curve]
-            line, = ax.plot(fq, mu, marker="o", ms=3, label=NAMES[obj])
-            ax.plot(fq[-1:], mu[-1:], marker="*", ms=10, color=line.get_color())
-        ax.set_xscale("log")
-        ax.set_xlabel("forget quality (KS p-value, log)")
-        ax.set_ylabel("retain utility (hmean of the retain set's prob., ROUGE-L, truth ratio)", fontsize=8)
-        ax.set_title(f"tiny-lm on TOFU {split} (seed 0)")
-        ax.grid(alpha=0.3)
+    utilities = [("model_utility", "model utility (TOFU: hmean of 9 values)"),
+                 ("retain_utility", "retain utility (hmean of the retain set's 3)")]
+    fig, axes = plt.subplots(2, len(splits), figsize=(4.8 * len(splits), 8.0), squeeze=False)
+    for col, split in enumerate(splits):
+        first = [x["curve"][0] for x in rows if x["split"] == split and x["objective"] == "start"]
+        for row, (key, label) in enumerate(utilities):
+            ax = axes[row][col]
+            for obj in list(NAMES)[1:]:
+                rs = [r for r in rows if r["split"] == split and r["objective"] == obj and r["curve"]]
+                if not rs:
+                    continue
+                r = min(rs, key=lambda r: r["seed"])
+                curve = first + r["curve"]
+                fq = [max(c["forget_quality"], 1e-30) for c in curve]
+                mu = [c[key] for c in curve]
+                line, = ax.plot(fq, mu, marker="o", ms=3, label=NAMES[obj])
+                ax.plot(fq[-1:], mu[-1:], marker="*", ms=10, color=line.get_color())
+            if first:
+                ax.plot([first[0]["forget_quality"]], [first[0][key]], marker="s", ms=7, color="black",
+                        label=NAMES["start"], linestyle="none")
+            ax.set_xscale("log")
+            ax.set_xlabel("forget quality (KS p-value, log)")
+            ax.set_ylabel(label, fontsize=8)
+            ax.set_title(f"tiny-lm on TOFU {split} (seed 0)")
+            ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "headline.png", dpi=110)
