@@ -190,7 +190,7 @@ def test_a_graph_too_small_for_the_evaluation_says_so_up_front(tmp_path):
     feats = write(tmp_path / "feats.csv", "1,0\n0,1\n1,1\n0,0\n")
     labels = write(tmp_path / "labels.csv", "0\n1\n0\n1\n")
     with pytest.raises(GraphDataError, match=r"graph too small for the evaluation: its 3 edges leave 0 validation and "
-                                             r"0 test edges .*its 4 nodes leave 0 training"):
+                                             r"0 test edges .*its 4 nodes leave 1 training"):
         GraphDataModule(path=str(edges), features=str(feats), labels=str(labels), n_partitions=2)
     dm = GraphDataModule(path=str(edges), features=str(feats), downstream=["partition"], n_partitions=2)
     assert dm.graph.partition.numel() == 4
