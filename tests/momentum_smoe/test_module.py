@@ -20,7 +20,7 @@ def test_layer_variants():
         layer_variants_of("momentum", 1, ["nesterov"])
 
 
-@pytest.mark.parametrize("norm", ["post", "pre", "nested"])
+@pytest.mark.parametrize("norm", ["official", "post", "pre"])
 @pytest.mark.parametrize("variant", ["smoe", "momentum", "adam", "robust"])
 def test_every_variant_has_the_same_parameters_and_a_gradient(variant, norm):
     torch.manual_seed(0)
@@ -32,6 +32,20 @@ def test_every_variant_has_the_same_parameters_and_a_gradient(variant, norm):
     assert logits.shape == (2, 12, 300) and len(s.balance) == len(s.routing) == 3
     (logits.logsumexp(-1).mean() + torch.stack(s.balance).mean()).backward()
     assert model.net.blocks[0].moe.router.weight.grad.abs().sum() > 0  # the balance loss reaches the router
+
+
+def test_balance_loss_is_summed_over_layers_at_the_official_scale():
+    """A router that gives every expert the same probability scores 1/k per layer at the official gate's scale
+    whatever the loads, and the trainer adds load_balance times the sum over layers (3 layers, top-2: 3/2)."""
+    model = MomentumSMoE(variant="momentum", load_balance=0.01, **SMALL).eval()
+    with torch.no_grad():
+        for block in model.net.blocks:
+            block.moe.router.weight.zero_()
+            block.moe.router.bias.zero_()
+    with torch.no_grad():
+        loss, nll, balance = model.loss(torch.randint(0, 300, (2, 12)))
+    assert float(balance) == pytest.approx(3 / 2)
+    assert float(loss - nll) == pytest.approx(0.01 * 3 / 2, rel=1e-4)  # fp32: nll ≈ 6 swallows the low digits
 
 
 def test_eval_forward_is_deterministic_and_routing_is_top_k():
