@@ -5,6 +5,7 @@ steps and equal parameter count, several seeds, on the embedded corpus (recipes/
     python scripts/momentum_smoe_headline.py --collect          # report the runs already in --root
     python scripts/momentum_smoe_headline.py --root logs/h1200 -- --trainer.max_steps 1200
     python scripts/momentum_smoe_headline.py --variants smoe momentum --seeds 0 1 -- --model.norm post
+    python scripts/momentum_smoe_headline.py --collect --root logs/a --compare logs/b   # each variant, a − b by seed
 
 Each run is ``python recipes/momentum_smoe.py fit --model.variant V --seed_everything S [flags]`` (one after
 the other, one thread each; a run whose metrics.csv exists is not run again). The report: the final validation
@@ -65,23 +66,20 @@ def mean_sd(xs: list[float]) -> str:
     return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.2f}"
 
 
-def paired(runs: dict, variant: str, seeds: list[int], metric: str) -> str | None:
-    """One row: ``variant`` − SMoE on ``metric`` over the seeds both have, with a paired t-test and Wilcoxon."""
+def paired(name: str, a: dict[int, float], b: dict[int, float], metric: str) -> str | None:
+    """One row: a − b on ``metric`` over the seeds both have, with a paired t-test and a Wilcoxon signed-rank
+    test (whose smallest two-sided p with 5 seeds is 2/2⁵ = 0.0625, all five the same way)."""
     from scipy import stats
 
-    a, b = finals(runs, variant, seeds, metric), finals(runs, "smoe", seeds, metric)
-    common = [s for s in seeds if s in a and s in b]
+    common = sorted(set(a) & set(b))
     if len(common) < 2:
         return None
     d = [a[s] - b[s] for s in common]
-    rel = [100 * (a[s] - b[s]) / b[s] for s in common]
-    t = stats.ttest_rel([a[s] for s in common], [b[s] for s in common])
-    w = stats.wilcoxon(d) if len(common) >= 5 else None
-    lower = sum(x < 0 for x in d)
-    return (f"| {NAMES[variant]} | {metric} | {len(common)} | {mean_sd(d)} | {statistics.mean(rel):+.1f} % | "
-            f"{lower} / {len(common)} | {t.pvalue:.3f} | {w.pvalue:.3f} |" if w is not None else
-            f"| {NAMES[variant]} | {metric} | {len(common)} | {mean_sd(d)} | {statistics.mean(rel):+.1f} % | "
-            f"{lower} / {len(common)} | {t.pvalue:.3f} | – |")
+    rel = statistics.mean(100 * (a[s] - b[s]) / b[s] for s in common)
+    t = stats.ttest_rel([a[s] for s in common], [b[s] for s in common]).pvalue
+    w = f"{stats.wilcoxon(d).pvalue:.3f}" if len(common) >= 5 else "–"
+    return (f"| {name} | {metric} | {len(common)} | {mean_sd(d)} | {rel:+.1f} % | {sum(x < 0 for x in d)} / {len(common)} "
+            f"| {t:.3f} | {w} |")
 
 
 def report(runs: dict, variants: list[str], seeds: list[int]) -> str:
@@ -95,7 +93,8 @@ def report(runs: dict, variants: list[str], seeds: list[int]) -> str:
              "t-test p | Wilcoxon p |", "|---|---|---|---|---|---|---|---|"]
     for v in variants:
         if v != "smoe":
-            rows += [r for m in ("val/ppl", "val/ppl_attacked") if (r := paired(runs, v, seeds, m))]
+            rows += [r for m in ("val/ppl", "val/ppl_attacked")
+                     if (r := paired(NAMES[v], finals(runs, v, seeds, m), finals(runs, "smoe", seeds, m), m))]
     rows += ["", "| seed | " + " | ".join(f"{NAMES[v]} (clean / attack)" for v in variants) + " |",
              "|---|" + "---|" * len(variants)]
     for s in seeds:
@@ -104,6 +103,16 @@ def report(runs: dict, variants: list[str], seeds: list[int]) -> str:
             r = runs.get(f"{v}-{s}")
             cells.append(f"{r['val/ppl'][-1][1]:.1f} / {r['val/ppl_attacked'][-1][1]:.1f}" if r and r["val/ppl"] else "–")
         rows.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def compare(runs: dict, other: dict, variants: list[str], seeds: list[int], label: str) -> str:
+    """Each variant here against the same variant in ``other`` (another --root), paired by seed."""
+    rows = [f"| model: this − {label}, paired by seed | metric | seeds | difference | relative | seeds lower | "
+            "t-test p | Wilcoxon p |", "|---|---|---|---|---|---|---|---|"]
+    for v in variants:
+        rows += [r for m in ("val/ppl", "val/ppl_attacked")
+                 if (r := paired(NAMES[v], finals(runs, v, seeds, m), finals(other, v, seeds, m), m))]
     return "\n".join(rows)
 
 
@@ -141,6 +150,7 @@ def main() -> None:
     p.add_argument("--root", type=Path, default=ROOT / "logs" / "momentum_smoe_headline")
     p.add_argument("--png", type=Path, default=None, help="the plot (default: curves.png in --root)")
     p.add_argument("--collect", action="store_true", help="only report the runs already in --root")
+    p.add_argument("--compare", type=Path, default=None, help="another --root: each variant, this − that, by seed")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="-- then flags for every run")
     args = p.parse_args()
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
@@ -152,6 +162,10 @@ def main() -> None:
     args.root.mkdir(parents=True, exist_ok=True)
     (args.root / "summary.json").write_text(json.dumps(runs))
     print(report(runs, args.variants, args.seeds))
+    if args.compare is not None:
+        print()
+        print(compare(runs, collect(args.compare, args.variants, args.seeds), args.variants, args.seeds,
+                      args.compare.name))
     png = args.png or args.root / "curves.png"
     plot(runs, args.variants, args.seeds, png)
     print(f"plot: {png}")

@@ -1,6 +1,9 @@
-"""The MomentumSMoE module: layer variants, metrics, releases with their tokenizer, learning."""
+"""The MomentumSMoE module: layer variants, metrics, releases with their tokenizer, learning, paper.yaml."""
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 import zoo
 from zoo import hub
@@ -77,7 +80,7 @@ def test_release_keeps_the_tokenizer(tmp_path):
     assert back.tokenizer("some text")["input_ids"] == model.tokenizer("some text")["input_ids"]
 
 
-@pytest.mark.parametrize("norm", ["post", "pre"])
+@pytest.mark.parametrize("norm", ["official", "post", "pre"])
 def test_learning_lowers_validation_perplexity(tmp_path, recipe, norm):
     args = ["fit", "--config", "recipes/configs/momentum_smoe/tiny.yaml", "--trainer.default_root_dir", str(tmp_path),
             "--trainer.max_steps", "150", "--trainer.val_check_interval", "150", "--trainer.limit_val_batches", "8",
@@ -118,3 +121,16 @@ def test_releases_load_and_fine_tune_from(release):
     x = released.example_input_array
     with torch.no_grad():
         assert torch.equal(tuned.eval()(x), released(x))
+
+
+def test_paper_config_is_the_official_medium_run():
+    """scripts/smoe-mom-m.sh: --niter 80 × --nbatches 1000 steps, --batch-sz 48 over 4 GPUs with --batch-split 2
+    (gradient accumulation), --block-sz 512, the official blocks, and no balance loss (its gates never compute one)."""
+    cfg = yaml.safe_load((Path(__file__).parents[2] / "recipes/configs/momentum_smoe/paper.yaml").read_text())
+    trainer, model, data = cfg["trainer"], cfg["model"], cfg["data"]
+    assert trainer["max_steps"] == 80 * 1000
+    assert trainer["devices"] * trainer["accumulate_grad_batches"] * data["batch_size"] == 48
+    assert data["batch_size"] == 48 // 4 // 2 and data["block_size"] == 512
+    assert model["norm"] == "official" and model["load_balance"] == 0.0
+    assert (model["n_layer"], model["d_model"], model["d_hidden"], model["num_experts"], model["top_k"]) == (6, 352, 352, 16, 2)
+    assert (model["lr"], model["warmup_steps"], model["mu"], model["gamma"]) == (7e-4, 4000, 0.7, 1.0)
