@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from zoo.lm.objective import next_token_nll  # noqa: E402
 from zoo.momentum_smoe import MomentumSMoE  # noqa: E402
+from zoo.momentum_smoe.nets import NORMS  # noqa: E402
 from zoo.momentum_smoe.objective import adam_smoe_update, momentum_smoe_update, smoe_update  # noqa: E402
 
 VARIANTS = {"smoe": "SMoE", "momentum": "MomentumSMoE", "adam": "AdamSMoE", "robust": "Robust MomentumSMoE"}
@@ -32,7 +33,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--norm", choices=["post", "pre", "nested"], default="post", help="where the LayerNorms sit")
+    p.add_argument("--norm", choices=NORMS, default="official", help="where the LayerNorms sit")
     p.add_argument("--d_model", type=int, default=64)
     p.add_argument("--n_layer", type=int, default=4)
     p.add_argument("--n_head", type=int, default=4)

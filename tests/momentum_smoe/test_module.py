@@ -1,6 +1,9 @@
-"""The MomentumSMoE module: layer variants, metrics, releases with their tokenizer, learning."""
+"""The MomentumSMoE module: layer variants, metrics, releases with their tokenizer, learning, paper.yaml."""
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 import zoo
 from zoo import hub
@@ -20,7 +23,7 @@ def test_layer_variants():
         layer_variants_of("momentum", 1, ["nesterov"])
 
 
-@pytest.mark.parametrize("norm", ["post", "pre", "nested"])
+@pytest.mark.parametrize("norm", ["official", "post", "pre"])
 @pytest.mark.parametrize("variant", ["smoe", "momentum", "adam", "robust"])
 def test_every_variant_has_the_same_parameters_and_a_gradient(variant, norm):
     torch.manual_seed(0)
@@ -32,6 +35,20 @@ def test_every_variant_has_the_same_parameters_and_a_gradient(variant, norm):
     assert logits.shape == (2, 12, 300) and len(s.balance) == len(s.routing) == 3
     (logits.logsumexp(-1).mean() + torch.stack(s.balance).mean()).backward()
     assert model.net.blocks[0].moe.router.weight.grad.abs().sum() > 0  # the balance loss reaches the router
+
+
+def test_balance_loss_is_summed_over_layers_at_the_official_scale():
+    """A router that gives every expert the same probability scores 1/k per layer at the official gate's scale
+    whatever the loads, and the trainer adds load_balance times the sum over layers (3 layers, top-2: 3/2)."""
+    model = MomentumSMoE(variant="momentum", load_balance=0.01, **SMALL).eval()
+    with torch.no_grad():
+        for block in model.net.blocks:
+            block.moe.router.weight.zero_()
+            block.moe.router.bias.zero_()
+    with torch.no_grad():
+        loss, nll, balance = model.loss(torch.randint(0, 300, (2, 12)))
+    assert float(balance) == pytest.approx(3 / 2)
+    assert float(loss - nll) == pytest.approx(0.01 * 3 / 2, rel=1e-4)  # fp32: nll ≈ 6 swallows the low digits
 
 
 def test_eval_forward_is_deterministic_and_routing_is_top_k():
@@ -63,7 +80,7 @@ def test_release_keeps_the_tokenizer(tmp_path):
     assert back.tokenizer("some text")["input_ids"] == model.tokenizer("some text")["input_ids"]
 
 
-@pytest.mark.parametrize("norm", ["post", "pre"])
+@pytest.mark.parametrize("norm", ["official", "post", "pre"])
 def test_learning_lowers_validation_perplexity(tmp_path, recipe, norm):
     args = ["fit", "--config", "recipes/configs/momentum_smoe/tiny.yaml", "--trainer.default_root_dir", str(tmp_path),
             "--trainer.max_steps", "150", "--trainer.val_check_interval", "150", "--trainer.limit_val_batches", "8",
@@ -104,3 +121,16 @@ def test_releases_load_and_fine_tune_from(release):
     x = released.example_input_array
     with torch.no_grad():
         assert torch.equal(tuned.eval()(x), released(x))
+
+
+def test_paper_config_is_the_official_medium_run():
+    """scripts/smoe-mom-m.sh: --niter 80 × --nbatches 1000 steps, --batch-sz 48 over 4 GPUs with --batch-split 2
+    (gradient accumulation), --block-sz 512, the official blocks, and no balance loss (its gates never compute one)."""
+    cfg = yaml.safe_load((Path(__file__).parents[2] / "recipes/configs/momentum_smoe/paper.yaml").read_text())
+    trainer, model, data = cfg["trainer"], cfg["model"], cfg["data"]
+    assert trainer["max_steps"] == 80 * 1000
+    assert trainer["devices"] * trainer["accumulate_grad_batches"] * data["batch_size"] == 48
+    assert data["batch_size"] == 48 // 4 // 2 and data["block_size"] == 512
+    assert model["norm"] == "official" and model["load_balance"] == 0.0
+    assert (model["n_layer"], model["d_model"], model["d_hidden"], model["num_experts"], model["top_k"]) == (6, 352, 352, 16, 2)
+    assert (model["lr"], model["warmup_steps"], model["mu"], model["gamma"]) == (7e-4, 4000, 0.7, 1.0)

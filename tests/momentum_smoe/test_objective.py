@@ -41,7 +41,7 @@ def test_mu_zero_gamma_one_is_smoe_exactly():
     assert torch.equal(x1, smoe_update(x, f))
 
 
-@pytest.mark.parametrize("norm", ["post", "pre", "nested"])
+@pytest.mark.parametrize("norm", ["official", "post", "pre"])
 def test_mu_zero_gamma_one_model_equals_smoe_model_bitwise(norm):
     torch.manual_seed(0)
     args = dict(vocab_size=50, n_positions=16, d_model=16, n_head=2, num_experts=4, top_k=2, d_hidden=8, dropout=0.0,
@@ -62,7 +62,7 @@ def _layer_norm(x, ln):
     return (x - mean) / (var + ln.eps).sqrt() * ln.weight + ln.bias
 
 
-@pytest.mark.parametrize("norm", ["post", "pre", "nested"])
+@pytest.mark.parametrize("norm", ["official", "post", "pre"])
 @pytest.mark.parametrize("layers", [["momentum", "momentum"], ["adam", "momentum"]])
 def test_two_layer_forward_by_hand(norm, layers):
     """The whole network against the block formulas written out, with attention and f = SMoE(·) as given
@@ -100,7 +100,8 @@ def test_two_layer_forward_by_hand(norm, layers):
         elif norm == "post":
             x = _layer_norm(x - step, block.ln2)
         else:
-            x = _layer_norm(x + _layer_norm(x - step, block.ln3), block.ln2)
+            inner = -step if variant == "adam" else x - step  # the official Adam layer drops x_t
+            x = _layer_norm(x + _layer_norm(inner, block.ln3), block.ln2)
     if norm == "pre":
         x = _layer_norm(x, net.ln_f)
     torch.testing.assert_close(logits, x @ net.wte.weight.T)
@@ -112,11 +113,50 @@ def test_two_layer_forward_by_hand(norm, layers):
         torch.testing.assert_close(state.adam_m, adam_m)
 
 
-def test_post_norm_is_the_default_and_bad_norms_are_rejected():
+def test_official_adam_block_by_hand():
+    """One block of the paper's code's AdamSMoE (models.py, pre_lnorm off), its statements written out in
+    its own sign convention: the layer accumulates core_out = −f,
+        momentum = μ·moment + γ₂·core_out,  p = β₁ p + (1 − β₁) core_out,  v = β₂ v + (1 − β₂) core_out²,
+        adam = γ₁/√(v + ε) · p + inp,  smoe_out = LN(inp − adam),
+    and the transformer layer outputs norm2(h + smoe_out) = LN₂(x + LN(−γ₁ p/√(v + ε))): the Adam step is
+    normalised alone before it joins the stream, not added raw to it."""
+    torch.manual_seed(1)
+    q = UpdateParams(mu=0.7, gamma=1.0, adam_mu=0.9, adam_beta=0.999, adam_gamma=1.0, adam_eps=1e-8)
+    net = SMoELM(["adam"], vocab_size=30, n_positions=8, d_model=8, n_head=2, num_experts=4, top_k=2, d_hidden=6,
+                 dropout=0.0, params=q, norm="official").double().eval()
+    with torch.no_grad():
+        for name, t in net.named_parameters():
+            if "ln" in name:
+                t.copy_(torch.randn_like(t) * 0.3 + (1.0 if name.endswith("weight") else 0.0))
+    ids = torch.randint(0, 30, (2, 6))
+    logits, state = net(ids)
+
+    block = net.blocks[0]
+    h = net.wte.weight[ids] + net.wpe.weight[:6]
+    h = _layer_norm(h + block.attn(h), block.ln1)
+    core_out = -block.moe(h)[0]
+    moment, p, v = 0.0, 0.0, 0.0  # the official code starts all three at zeros_like(h)
+    momentum = q.mu * moment + q.gamma * core_out
+    p = q.adam_mu * p + (1 - q.adam_mu) * core_out
+    v = q.adam_beta * v + (1 - q.adam_beta) * core_out**2
+    adam = q.adam_gamma / torch.sqrt(v + q.adam_eps) * p + h
+    smoe_out = _layer_norm(h - adam, block.ln3)
+    expected = _layer_norm(h + smoe_out, block.ln2)
+    torch.testing.assert_close(logits, expected @ net.wte.weight.T)
+    # the state handed up: Adam's moments and the heavy-ball momentum, un-normalised
+    torch.testing.assert_close(state.adam_p, p)
+    torch.testing.assert_close(state.adam_m, v)
+    torch.testing.assert_close(state.p, momentum)
+    # and it is not the post-norm form LN₂(x + step), where the raw step (RMS ≈ 3 at the first layer) swamps x
+    post = _layer_norm(h + q.adam_gamma * (-p) / torch.sqrt(v + q.adam_eps), block.ln2)
+    assert not torch.allclose(logits, post @ net.wte.weight.T)
+
+
+def test_official_norm_is_the_default_and_bad_norms_are_rejected():
     args = dict(vocab_size=20, n_positions=8, d_model=8, n_head=2, num_experts=4, top_k=2, d_hidden=6, dropout=0.0,
                 params=UpdateParams())
     net = SMoELM(["momentum"], **args)
-    assert net.blocks[0].norm == "post" and isinstance(net.ln_f, torch.nn.Identity)
+    assert net.blocks[0].norm == "official" and isinstance(net.ln_f, torch.nn.Identity)
     with pytest.raises(ValueError, match="--model.norm: unknown 'sandwich'"):
         SMoELM(["momentum"], norm="sandwich", **args)
 
@@ -186,21 +226,25 @@ def test_experts_output_matches_brute_force():
         torch.testing.assert_close(out[n], expected)
 
 
-def test_load_balancing_loss_matches_brute_force():
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_load_balancing_loss_matches_the_official_gate_by_brute_force(k):
+    """The paper's code's gate: fraction_expert = counts / (N·k), prob_expert = Σ_n softmax(s_n) / (N·k),
+    loss = E Σ_i fraction_i · prob_i. Dividing the summed probabilities by the N·k routed slots, not by the
+    N tokens, makes it 1/k of the Switch-style loss."""
     g = torch.Generator().manual_seed(2)
-    N, E, k = 11, 4, 2
+    N, E = 11, 4
     logits = torch.randn(N, E, generator=g, dtype=torch.float64)
     idx, _ = top_k_routing(logits, k)
     probs = [[math.exp(v) / sum(math.exp(u) for u in row) for v in row] for row in logits.tolist()]
     loss = 0.0
     for i in range(E):
         f_i = sum(1 for n in range(N) for j in range(k) if idx[n, j] == i) / (N * k)
-        P_i = sum(probs[n][i] for n in range(N)) / N
+        P_i = sum(probs[n][i] for n in range(N)) / (N * k)
         loss += f_i * P_i
     assert float(load_balancing_loss(logits, idx)) == pytest.approx(E * loss)
-    # a uniform router with uniform loads scores exactly 1
-    uniform_idx = torch.arange(8).remainder(4).view(4, 2)
-    assert float(load_balancing_loss(torch.zeros(4, 4), uniform_idx)) == pytest.approx(1.0)
+    # a uniform router scores exactly 1/k, whatever the loads
+    uniform_idx = torch.arange(4 * k).remainder(4).view(4, k)
+    assert float(load_balancing_loss(torch.zeros(4, 4), uniform_idx)) == pytest.approx(1 / k)
 
 
 def test_load_entropy():

@@ -6,9 +6,10 @@
     Robust        robust momentum: f evaluated at the look-ahead y_t = x_t − λ γ p_{t−1}
 
 f is the top-k SMoE sub-layer of each block (zoo/momentum_smoe/objective.py has the updates); the
-blocks are post-norm, LayerNorm(x_{t+1}), as in the paper's code, or pre-norm (``norm``). The
-model is a next-token language model; the loss is the cross-entropy plus ``load_balance`` times the
-mean load-balancing loss of the layers. Validation and test report perplexity on clean text and on
+blocks are the paper's code's, LN₂(x_t + LN(x_{t+1})) with the Adam step normalised alone, or plain
+post-norm or pre-norm (``norm``). The model is a next-token language model; the loss is the
+cross-entropy plus ``load_balance`` times the sum over layers of the load-balancing loss, at the scale
+of the paper's code. Validation and test report perplexity on clean text and on
 text under the paper's random word-swap attack (``--data.attack_rate``), and the expert load entropy.
 """
 from __future__ import annotations
@@ -69,7 +70,7 @@ class MomentumSMoE(ZooModule):
         self,
         variant: Literal["smoe", "momentum", "adam", "robust"] = "momentum",
         layer_variants: list[str] | None = None,
-        norm: Literal["post", "pre", "nested"] = "post",
+        norm: Literal["official", "post", "pre"] = "official",
         vocab_size: int = 4096,
         n_positions: int = 256,
         d_model: int = 128,
@@ -100,12 +101,11 @@ class MomentumSMoE(ZooModule):
             variant: the layer update of every layer: ``smoe``, ``momentum`` (MomentumSMoE), ``adam``
                 (AdamSMoE: Adam in the first layer, heavy ball above) or ``robust`` (Robust MomentumSMoE).
             layer_variants: one variant per layer, overriding ``variant`` (e.g. [adam, momentum, smoe, smoe]).
-            norm: where the LayerNorms sit, in the attention and SMoE sub-layers alike. ``post`` (the
-                paper's code): x ← LN(x + Attn(x)), f = SMoE(x), output LN(x_{t+1}), no final norm.
-                ``pre``: x ← x + Attn(LN(x)), f = SMoE(LN(x)), output x_{t+1}, a final norm before the
-                head. ``nested``: as ``post`` but output LN(x + LN(x_{t+1})), the paper's code to the
-                letter (its layer wraps the momentum layer in a second residual and norm). The momentum
-                state carried between layers is never normalised.
+            norm: where the LayerNorms sit. ``official`` (the paper's code): x ← LN₁(x + Attn(x)),
+                f = SMoE(x), output LN₂(x + LN₃(x_{t+1})), and in the Adam layer LN₂(x + LN₃(−γ p/√(m + ε))),
+                the Adam step normalised before it joins the stream; no final norm. ``post``: output
+                LN₂(x_{t+1}). ``pre``: x ← x + Attn(LN₁(x)), f = SMoE(LN₂(x)), output x_{t+1}, a final
+                norm before the head. The momentum state carried between layers is never normalised.
             vocab_size: token embeddings; the BPE trained for the model has this many tokens.
             n_positions: context length (the longest --data.block_size).
             d_model: width of the residual stream.
@@ -124,7 +124,8 @@ class MomentumSMoE(ZooModule):
             robust_L: smoothness constant L of robust momentum.
             robust_kappa: condition number κ = L/m of robust momentum (> 1).
             robust_rho: target rate ρ ∈ [1 − 1/√κ, 1 − 1/κ] of robust momentum.
-            load_balance: weight of the load-balancing loss (mean over layers).
+            load_balance: weight of the load-balancing loss E Σ_i f_i P_i summed over layers, with P_i the
+                router probability summed over tokens over the N·k routed slots (the paper's code's scale).
             lr: AdamW peak learning rate (linear warm-up, cosine decay to a tenth at schedule_steps).
             weight_decay: AdamW weight decay of the matrices.
             warmup_steps: learning-rate warm-up steps.
@@ -154,11 +155,16 @@ class MomentumSMoE(ZooModule):
 
     # -- training --------------------------------------------------------------------------------
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+    def loss(self, batch: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(loss, next-token cross-entropy, load-balancing loss): loss = nll + load_balance · Σ_layers L_balance,
+        summed over layers as the paper's code's trainer does."""
         logits, s = self.net(batch)
         nll = next_token_nll(logits, batch)
-        balance = torch.stack(s.balance).mean()
-        loss = nll + self.hparams.load_balance * balance
+        balance = torch.stack(s.balance).sum()
+        return nll + self.hparams.load_balance * balance, nll, balance
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        loss, nll, balance = self.loss(batch)
         n = batch.shape[0]
         self.log("train/loss", nll, prog_bar=True, batch_size=n)
         self.log_dict({"train/balance_loss": balance, "train/lr": self.optimizers().param_groups[0]["lr"]}, batch_size=n)

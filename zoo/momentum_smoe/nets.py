@@ -2,8 +2,8 @@
 
 Each block is causal self-attention followed by an SMoE sub-layer whose residual update is chosen per
 layer: ``smoe``, ``momentum`` (heavy ball), ``adam`` or ``robust`` (robust momentum), with the momentum
-state carried from block to block (zoo/momentum_smoe/objective.py). The blocks are post-norm, as in
-the paper's code, or pre-norm (``norm``; see ``Block``).
+state carried from block to block (zoo/momentum_smoe/objective.py). The blocks are the paper's code's
+(``norm="official"``), plain post-norm or pre-norm (see ``Block``).
 
 Routing is batched: one top-k over all tokens, then the (token, choice) slots are sorted by expert
 and each expert runs once on its contiguous slice (a loop over experts, never over tokens).
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.momentum_smoe.objective import (
-    adam_smoe_update,
+    adam_smoe_step,
     load_balancing_loss,
     momentum_smoe_update,
     robust_lookahead,
@@ -28,7 +28,7 @@ from zoo.momentum_smoe.objective import (
 )
 
 VARIANTS = ("smoe", "momentum", "adam", "robust")
-NORMS = ("post", "pre", "nested")
+NORMS = ("official", "post", "pre")
 
 
 class Experts(nn.Module):
@@ -125,18 +125,20 @@ class UpdateParams:
 class Block(nn.Module):
     """Attention, then the SMoE sub-layer whose update x_t → x_{t+1} is the layer's variant (objective.py).
 
-    ``post``    x ← LN₁(x + Attn(x)),  f = SMoE(x),       out = LN₂(x_{t+1})   the paper's code (pre_lnorm off)
-    ``pre``     x ← x + Attn(LN₁(x)),  f = SMoE(LN₂(x)),  out = x_{t+1}
-    ``nested``  as ``post``, but                          out = LN₂(x + LN₃(x_{t+1})): the paper's code to
-                the letter, whose transformer layer puts a second residual and norm around its post-norm
-                momentum layer (for SMoE too: LN₂(x + LN₃(x + f(x))))
+    ``official``  x ← LN₁(x + Attn(x)),  f = SMoE(x),  out = LN₂(x + LN₃(x_{t+1})), and in the Adam layer
+                  out = LN₂(x + LN₃(−γ p_t/√(m_t + ε))): the paper's code (pre_lnorm off), whose
+                  transformer layer puts a residual and norm around its post-norm SMoE / momentum / Adam
+                  layer, and whose Adam layer drops x_t, so that the Adam step is normalised before it
+                  joins the stream (for SMoE: LN₂(x + LN₃(x + f(x))))
+    ``post``      x ← LN₁(x + Attn(x)),  f = SMoE(x),       out = LN₂(x_{t+1})
+    ``pre``       x ← x + Attn(LN₁(x)),  f = SMoE(LN₂(x)),  out = x_{t+1}
 
     In every mode the state carried to the next layer (p_t; Adam's p_t and m_t) is the un-normalised one:
     only the stream x is normalised. μ = 0, γ = 1 is SMoE exactly in every mode.
     """
 
     def __init__(self, variant: str, d_model: int, n_head: int, num_experts: int, top_k: int, d_hidden: int,
-                 dropout: float, params: UpdateParams, norm: str = "post") -> None:
+                 dropout: float, params: UpdateParams, norm: str = "official") -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"--model.layer_variants: unknown variant {variant!r}; use one of {VARIANTS}")
@@ -144,7 +146,7 @@ class Block(nn.Module):
             raise ValueError(f"--model.norm: unknown {norm!r}; use one of {NORMS}")
         self.variant, self.params, self.norm = variant, params, norm
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.ln3 = nn.LayerNorm(d_model) if norm == "nested" else None
+        self.ln3 = nn.LayerNorm(d_model) if norm == "official" else None
         self.attn = CausalSelfAttention(d_model, n_head, dropout)
         self.moe = SMoE(d_model, num_experts, top_k, d_hidden, dropout)
         self.drop = nn.Dropout(dropout)
@@ -166,7 +168,8 @@ class Block(nn.Module):
         return self.ln2(x + self.ln3(self.update(x, s)))
 
     def update(self, x: Tensor, s: MomentumState) -> Tensor:
-        """x_{t+1} of the layer's variant, before any norm; s.p, s.adam_p, s.adam_m move on to layer t+1."""
+        """x_{t+1} of the layer's variant, before any norm (in the official Adam layer, the step x_{t+1} − x_t
+        alone); s.p, s.adam_p, s.adam_m move on to layer t+1."""
         q, v = self.params, self.variant
         if v == "smoe":
             return smoe_update(x, self.f(x, s))
@@ -175,10 +178,12 @@ class Block(nn.Module):
             return x
         if v == "adam":
             f = self.f(x, s)
-            x, s.adam_p, s.adam_m = adam_smoe_update(x, f, s.adam_p, s.adam_m, q.adam_mu, q.adam_beta,
-                                                     q.adam_gamma, q.adam_eps)
+            step, s.adam_p, s.adam_m = adam_smoe_step(f, s.adam_p, s.adam_m, q.adam_mu, q.adam_beta, q.adam_gamma,
+                                                      q.adam_eps)
             s.p = -f + q.mu * s.p  # the heavy-ball state keeps running for momentum layers further up
-            return x
+            # the paper's code normalises the Adam step alone (its layer computes LN(x − (step' + x))); the
+            # block adds x back outside that norm
+            return step if self.norm == "official" else x + step
         y = robust_lookahead(x, s.p, q.robust_gamma, q.robust_lambda)
         x, s.p = robust_momentum_smoe_update(x, self.f(y, s), s.p, q.robust_mu, q.robust_gamma)
         return x
@@ -190,7 +195,7 @@ class SMoELM(nn.Module):
 
     def __init__(self, layer_variants: list[str], vocab_size: int, n_positions: int, d_model: int, n_head: int,
                  num_experts: int, top_k: int, d_hidden: int, dropout: float, params: UpdateParams,
-                 norm: str = "post") -> None:
+                 norm: str = "official") -> None:
         super().__init__()
         self.n_positions = n_positions
         self.wte = nn.Embedding(vocab_size, d_model)
@@ -198,7 +203,7 @@ class SMoELM(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(v, d_model, n_head, num_experts, top_k, d_hidden, dropout, params, norm)
                                     for v in layer_variants)
-        # post-norm blocks already end in a LayerNorm (the paper's code has no final norm)
+        # official and post-norm blocks already end in a LayerNorm (the paper's code has no final norm)
         self.ln_f = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()
         nn.init.normal_(self.wte.weight, std=0.02)
         nn.init.normal_(self.wpe.weight, std=0.02)

@@ -28,17 +28,21 @@ x_t − f(x_t), not SMoE. The paper's heavy-ball form x_{t+1} = x_t − γ p_t i
 to SMoE exactly.)
 
 These are the updates of the residual stream alone. Where a LayerNorm goes is the network's business
-(zoo/momentum_smoe/nets.py): a post-norm layer, the paper's, outputs LayerNorm(x_{t+1}) and carries
-the un-normalised p_t (and m_t) to the next layer; a pre-norm layer evaluates f on LayerNorm(x_t).
+(zoo/momentum_smoe/nets.py): the paper's code's block outputs LN₂(x_t + LN(x_{t+1})), and its Adam layer
+LN₂(x_t + LN(−γ p_t/√(m_t + ε))), normalising the Adam step before it joins the stream; every layer
+carries the un-normalised p_t (and m_t) to the next.
 
 Routing: router logits s(x) = W_g x + b_g ∈ R^E; the top-k experts by s are chosen and their gates are
-the softmax of their k logits, g = softmax(s_{top-k}). Load balancing (Switch/GShard style):
+the softmax of their k logits, g = softmax(s_{top-k}). Load balancing (Switch/GShard style, at the
+scale of the paper's code's gate):
 
     L_balance = E · Σ_i f_i P_i,   f_i = share of the N·k routing slots sent to expert i,
-                                   P_i = mean over tokens of softmax(s)_i
+                                   P_i = Σ_n softmax(s_n)_i / (N·k)
 
-which is 1 for a perfectly uniform router. The expert load entropy H = −Σ_i f_i log f_i (nats, at
-most log E) measures how evenly the experts are used.
+P_i is the router probability summed over the N tokens and divided by the number of routed slots N·k,
+as the official gate does (so a perfectly uniform router scores 1/k, not 1); the model adds
+``load_balance`` times the sum of L_balance over the layers, again as the official trainer does. The
+expert load entropy H = −Σ_i f_i log f_i (nats, at most log E) measures how evenly the experts are used.
 """
 from __future__ import annotations
 
@@ -63,9 +67,10 @@ def expert_fractions(indices: Tensor, num_experts: int) -> Tensor:
 
 
 def load_balancing_loss(router_logits: Tensor, indices: Tensor) -> Tensor:
-    """E · Σ_i f_i P_i (f_i from the discrete routing, P_i the mean router probability)."""
+    """E · Σ_i f_i P_i, f_i from the discrete routing [N, k], P_i = Σ_n softmax(s_n)_i / (N·k): 1/k when
+    uniform. The division by the N·k routed slots (not by the N tokens) is the official gate's."""
     E = router_logits.shape[-1]
-    P = torch.softmax(router_logits.float(), dim=-1).mean(0)
+    P = torch.softmax(router_logits.float(), dim=-1).sum(0) / indices.numel()
     return E * (expert_fractions(indices, E) * P).sum()
 
 
@@ -88,19 +93,28 @@ def momentum_smoe_update(x: Tensor, f_x: Tensor, p_prev: Tensor, mu: float, gamm
     return x - gamma * p, p
 
 
-def adam_smoe_update(x: Tensor, f_x: Tensor, p_prev: Tensor, m_prev: Tensor, mu: float, beta: float,
-                     gamma: float, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Adam: p_t = μ p_{t−1} + (1−μ)(−f);  m_t = β m_{t−1} + (1−β) f⊙f;  x_{t+1} = x_t − γ p_t/√(m_t + ε).
-    Returns (x_{t+1}, p_t, m_t). ε sits inside the root: √m has an infinite derivative at m = 0, which
-    a dropped-out (exactly zero) f would otherwise turn into NaN gradients.
-
-    This is the paper's equation. The paper's code differs: its post-norm Adam layer outputs
-    LN(x − (γ p'/√(m + ε) + x)) = LN(−γ p'/√(m + ε)), with p' the average of +f, so it drops the
-    residual x_t (its transformer layer then adds x_t back outside: LN(x_t + LN(−γ p'/√(m + ε))));
-    the sign of f is immaterial, the experts learn it."""
+def adam_smoe_step(f_x: Tensor, p_prev: Tensor, m_prev: Tensor, mu: float, beta: float, gamma: float,
+                   eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Adam's step across layers: p_t = μ p_{t−1} + (1−μ)(−f);  m_t = β m_{t−1} + (1−β) f⊙f;
+    step = −γ p_t/√(m_t + ε). Returns (step, p_t, m_t). ε sits inside the root, as in the paper's code:
+    √m has an infinite derivative at m = 0, which a dropped-out (exactly zero) f would otherwise turn
+    into NaN gradients."""
     p = mu * p_prev + (1 - mu) * (-f_x)
     m = beta * m_prev + (1 - beta) * f_x * f_x
-    return x - gamma * p / (m + eps).sqrt(), p, m
+    return -gamma * p / (m + eps).sqrt(), p, m
+
+
+def adam_smoe_update(x: Tensor, f_x: Tensor, p_prev: Tensor, m_prev: Tensor, mu: float, beta: float,
+                     gamma: float, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """AdamSMoE, the paper's equation: x_{t+1} = x_t − γ p_t/√(m_t + ε). Returns (x_{t+1}, p_t, m_t).
+
+    The paper's code differs: its post-norm Adam layer outputs LN(x − (γ p'/√(m + ε) + x)) =
+    LN(−γ p'/√(m + ε)), with p' the average of +f, so it drops the residual x_t there and its
+    transformer layer adds x_t back outside the norm, LN(x_t + LN(−γ p'/√(m + ε))): the step is
+    normalised before it joins the stream (nets.py, ``norm="official"``). The sign of f is immaterial,
+    the experts learn it."""
+    step, p, m = adam_smoe_step(f_x, p_prev, m_prev, mu, beta, gamma, eps)
+    return x + step, p, m
 
 
 def robust_momentum_parameters(L: float, kappa: float, rho: float) -> tuple[float, float, float]:
