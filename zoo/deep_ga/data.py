@@ -19,6 +19,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from zoo.errors import UserError
+
 # the official hard_maze.txt: start (36, 184) heading 0°, goal (31, 20), then the walls (x1 y1 x2 y2)
 START, GOAL = (36.0, 184.0), (31.0, 20.0)
 WALLS = np.array([[41, 5, 3, 8], [3, 8, 4, 49], [4, 49, 57, 53], [4, 49, 7, 202], [7, 202, 195, 198],
@@ -76,7 +78,7 @@ class HardMaze(gym.Env):
 
     def __init__(self, steps: int = STEPS, render_mode: str | None = None) -> None:
         if steps < 1:
-            raise ValueError(f"the maze's episodes need at least one step, got steps={steps}")
+            raise UserError(f"the maze's episodes need at least one step, got steps={steps}")
         self.steps, self.render_mode = steps, render_mode
         self.observation_space = gym.spaces.Box(0.0, 1.0, (11,), np.float32)
         self.action_space = gym.spaces.Box(-0.5, 0.5, (2,), np.float32)

@@ -210,7 +210,7 @@ class DeepGA(ZooModule):
         if single:
             obs_t = obs_t[None]
         if tuple(obs_t.shape[1:]) != self.obs_shape:
-            raise ValueError(f"act: observations of shape {tuple(obs_t.shape)} do not match the env's {self.obs_shape}")
+            raise UserError(f"act: observations of shape {tuple(obs_t.shape)} do not match the env's {self.obs_shape}")
         out = self.evaluator_for_actions().to_actions(self(obs_t if obs_t.dtype == torch.uint8 else obs_t.float()))
         return out[0] if single else out
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.errors import UserError
+
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
@@ -65,7 +67,7 @@ class MLP(FlatPolicy):
     def __init__(self, obs_dim: int, out_dim: int, hidden_sizes: Sequence[int], activation: str = "tanh") -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation {activation!r}: choose one of {sorted(ACTIVATIONS)}")
+            raise UserError(f"activation {activation!r}: choose one of {sorted(ACTIVATIONS)}")
         self.activation = ACTIVATIONS[activation]
         sizes = [obs_dim, *hidden_sizes, out_dim]
         self.n_layers = len(sizes) - 1
@@ -100,7 +102,7 @@ class AtariNet(FlatPolicy):
     def __init__(self, obs_shape: Sequence[int], n_actions: int, arch: str = "dqn") -> None:
         super().__init__()
         if arch not in self.ARCHS:
-            raise ValueError(f"arch {arch!r}: choose one of {sorted(self.ARCHS)}")
+            raise UserError(f"arch {arch!r}: choose one of {sorted(self.ARCHS)}")
         convs, hidden = self.ARCHS[arch]
         channels, height, width = obs_shape
         self.convs = []

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from zoo.deep_ga.nets import FlatPolicy
+from zoo.errors import UserError
 
 
 class Evaluator:
@@ -42,7 +43,7 @@ class Evaluator:
         if obs.dtype != np.uint8:
             obs = obs.astype(np.float32)
             if not np.isfinite(obs).all():
-                raise ValueError(f"env {self.name!r}: observation with NaN or ±inf ({where})")
+                raise UserError(f"env {self.name!r}: observation with NaN or ±inf ({where})")
         return obs
 
     @staticmethod

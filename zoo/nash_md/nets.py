@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from zoo.errors import UserError
 from zoo.lm.helpers import cache_argument
 from zoo.nash_md.objective import geometric_mixture_logits
 
@@ -87,7 +88,7 @@ class HubRewardModel(nn.Module):
             self.model = AutoModelForSequenceClassification.from_pretrained(where)
             self.tokenizer = AutoTokenizer.from_pretrained(where)
         except (OSError, ValueError) as e:
-            raise ValueError(f"--model.preference_model {name!r}: neither a zoo preference model nor a loadable "
+            raise UserError(f"--model.preference_model {name!r}: neither a zoo preference model nor a loadable "
                              f"sequence-classification reward model ({str(e)[:300]}); offline, train one with "
                              "recipes/preference.py and give its release or checkpoint") from None
         if self.tokenizer.pad_token is None:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zoo.errors import UserError
+
 OBJECTIVES = ("finetune", "ga", "gd", "ga_kl", "npo", "npo_rt", "npo_kl")
 
 
@@ -40,7 +42,7 @@ def npo_loss(log_likelihood: Tensor, ref_log_likelihood: Tensor, beta: float = 0
 
     ``ref_log_likelihood`` is detached: the reference receives no gradient."""
     if beta <= 0:
-        raise ValueError(f"--model.beta must be positive, got {beta}")
+        raise UserError(f"--model.beta must be positive, got {beta}")
     log_ratio = log_likelihood - ref_log_likelihood.detach()
     return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
 
@@ -73,7 +75,7 @@ def unlearning_loss(objective: str, forget: Tensor, forget_tokens: Tensor, ref_f
     elif objective in ("npo", "npo_rt", "npo_kl"):
         loss = npo_loss(forget, ref_forget, beta)
     else:
-        raise ValueError(f"--model.objective {objective!r} is not an unlearning objective ({', '.join(OBJECTIVES[1:])})")
+        raise UserError(f"--model.objective {objective!r} is not an unlearning objective ({', '.join(OBJECTIVES[1:])})")
     if objective in ("gd", "npo_rt"):
         loss = loss + retain_weight * retain_nll
     elif objective in ("ga_kl", "npo_kl"):

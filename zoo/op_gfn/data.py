@@ -34,6 +34,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from zoo.errors import UserError
+
 
 @runtime_checkable
 class Environment(Protocol):
@@ -56,9 +58,9 @@ class Grid:
 
     def __init__(self, ndim: int, height: int) -> None:
         if ndim < 1:
-            raise ValueError(f"--model.ndim must be at least 1, got {ndim}")
+            raise UserError(f"--model.ndim must be at least 1, got {ndim}")
         if height < 2:
-            raise ValueError(f"--model.height must be at least 2 (a grid of one cell has nothing to sample), got {height}")
+            raise UserError(f"--model.height must be at least 2 (a grid of one cell has nothing to sample), got {height}")
         self.ndim, self.height = ndim, height
         self.state_dim, self.n_actions = ndim, ndim + 1
         self.obs_dim = ndim * height
@@ -108,7 +110,7 @@ class HyperGrid(Grid):
         super().__init__(ndim, height)
         for name, value in (("R0", R0), ("R1", R1), ("R2", R2)):
             if not math.isfinite(value) or value < 0:
-                raise ValueError(f"--model.{name} must be a finite number ≥ 0, got {value}")
+                raise UserError(f"--model.{name} must be a finite number ≥ 0, got {value}")
         self.R0, self.R1, self.R2 = R0, R1, R2
 
     def mode_region(self, states: Tensor) -> Tensor:
@@ -163,7 +165,7 @@ class MultiObjectiveGrid(Grid):
         super().__init__(2, height)
         unknown = [o for o in objectives if o not in OBJECTIVES]
         if unknown or len(objectives) < 2:
-            raise ValueError(f"--model.objectives must name two or more of {sorted(OBJECTIVES)}, got {list(objectives)}")
+            raise UserError(f"--model.objectives must name two or more of {sorted(OBJECTIVES)}, got {list(objectives)}")
         self.names = tuple(objectives)
         self.n_objectives = len(objectives)
 
@@ -183,7 +185,7 @@ def make_env(env: str, ndim: int, height: int, R0: float, R1: float, R2: float,
     if env == "moo_grid":
         return MultiObjectiveGrid(height, tuple(objectives))
     if ":" not in env:
-        raise ValueError(f"--model.env: unknown environment {env!r}; use one of {sorted(BUILTIN)} "
+        raise UserError(f"--model.env: unknown environment {env!r}; use one of {sorted(BUILTIN)} "
                          "or 'package.module:Class' / 'path/to/file.py:Class' for your own (see zoo/op_gfn/data.py)")
     module_name, _, class_name = env.rpartition(":")
     try:
@@ -197,10 +199,10 @@ def make_env(env: str, ndim: int, height: int, R0: float, R1: float, R2: float,
             module = importlib.import_module(module_name)
         cls = getattr(module, class_name)
     except (ImportError, AttributeError, OSError) as e:
-        raise ValueError(f"--model.env: cannot import {env!r} ({e})") from e
+        raise UserError(f"--model.env: cannot import {env!r} ({e})") from e
     instance = cls(**(env_kwargs or {}))
     missing = [m for m in ("state_dim", "n_actions", "obs_dim", "max_length", "n_objectives", "initial", "encode",
                            "forward_mask", "backward_mask", "step", "objectives") if not hasattr(instance, m)]
     if missing:
-        raise ValueError(f"--model.env: {env!r} lacks {missing} of the environment protocol (zoo/op_gfn/data.py)")
+        raise UserError(f"--model.env: {env!r} lacks {missing} of the environment protocol (zoo/op_gfn/data.py)")
     return instance

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from zoo.errors import UserError
 from zoo.module import Steps, ZooModule
 from zoo.op_gfn.data import Environment, make_env
 from zoo.op_gfn.nets import mlp
@@ -141,15 +142,15 @@ class OPGFN(ZooModule):
         self.save_hyperparameters()
         self.env: Environment = make_env(env, ndim, height, R0, R1, R2, tuple(objectives), env_kwargs)
         if loss in ("tb", "db") and self.env.n_objectives > 1:
-            raise ValueError(f"--model.loss {loss} needs one reward but --model.env {env} has "
+            raise UserError(f"--model.loss {loss} needs one reward but --model.env {env} has "
                              f"{self.env.n_objectives} objectives: use op_tb or op_db (Pareto order)")
         if loss in ("tb", "db") and env == "hypergrid" and R0 <= 0:
-            raise ValueError(f"--model.R0 must be > 0 for --model.loss {loss}: log R(x) is −inf where R(x) = 0")
+            raise UserError(f"--model.R0 must be > 0 for --model.loss {loss}: log R(x) is −inf where R(x) = 0")
         if not 0 <= epsilon <= 1:
-            raise ValueError(f"--model.epsilon must lie in [0, 1], got {epsilon}")
+            raise UserError(f"--model.epsilon must lie in [0, 1], got {epsilon}")
         for name, value in (("kl_weight", kl_weight), ("order_weight", order_weight)):
             if not math.isfinite(value) or value < 0:
-                raise ValueError(f"--model.{name} must be a finite number ≥ 0, got {value}")
+                raise UserError(f"--model.{name} must be a finite number ≥ 0, got {value}")
         e = self.env
         self.pf = mlp(e.obs_dim, hidden_dim, n_hidden_layers, e.n_actions)
         self.pb = None if uniform_pb else mlp(e.obs_dim, hidden_dim, n_hidden_layers, e.n_actions - 1)
@@ -194,7 +195,7 @@ class OPGFN(ZooModule):
                 if not alive.any():
                     break
             else:
-                raise RuntimeError(f"--model.env: trajectories ran past max_length={env.max_length} without stopping")
+                raise UserError(f"--model.env: trajectories ran past max_length={env.max_length} without stopping")
         return self.score_trajectories(torch.stack(states), torch.stack(actions))
 
     def score_trajectories(self, states: Tensor, actions: Tensor) -> Trajectories:
@@ -237,11 +238,11 @@ class OPGFN(ZooModule):
         obj = self.env.objectives(x).float()
         bad = ~torch.isfinite(obj).all(-1)
         if bad.any():
-            raise ValueError(f"--model.env {self.hparams.env}: objectives returned NaN or ±inf at state "
+            raise UserError(f"--model.env {self.hparams.env}: objectives returned NaN or ±inf at state "
                              f"{x[bad][0].tolist()}")
         if self.hparams.loss in ("tb", "db") and (obj[:, 0] <= 0).any():
             i = (obj[:, 0] <= 0).nonzero()[0, 0]
-            raise ValueError(f"--model.env {self.hparams.env}: the reward must be > 0 for --model.loss "
+            raise UserError(f"--model.env {self.hparams.env}: the reward must be > 0 for --model.loss "
                              f"{self.hparams.loss}, got {obj[i, 0].item()} at state {x[i].tolist()}")
         return obj
 
