@@ -42,10 +42,12 @@ def test_smollm2_knows_sentiment_where_tiny_lm_does_not():
     again, _ = load_causal_lm("smollm2-135m")  # the dequantised weights are kept, each caller gets its own copy
     assert again is not model and torch.equal(again.get_input_embeddings().weight, model.get_input_embeddings().weight)
     cpt = CPT(method="icl", base="smollm2-135m")
-    data = FewShotDataModule(path=str(SHARED_DATA / "sentence-classification" / "sst2"), k=4, val_size=0, test_size=64,
-                             label_map={"0": " negative", "1": " positive"})
+    data = FewShotDataModule(path=str(SHARED_DATA / "sentence-classification" / "sst2"), k=4, draw_seed=1, val_size=0,
+                             test_size=64, label_map={"0": " negative", "1": " positive"})
     quiet = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                  enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
     L.Trainer(max_steps=0, **quiet).fit(cpt, data)
+    # draw 1 holds both labels (draw 0's four are all negative, and ICL then answers negative: 0.48)
+    assert {word for _, word in cpt.hparams.examples} == {" negative", " positive"}
     acc = L.Trainer(**quiet).test(cpt, data, verbose=False)[0]["test/acc"]
     assert acc >= 0.7, acc
