@@ -134,14 +134,22 @@ def test_repeated_random_actions():
 
 
 def test_backward_algorithm_pieces_by_hand():
-    assert start_index(7, 10, 0.2, u=0.5, v=0.9) == 7   # u ≥ frac_sample: the start point itself
-    assert start_index(7, 10, 0.2, u=0.1, v=0.9) == 9   # else uniform in {7, 8, 9}
-    assert start_index(7, 10, 0.2, u=0.1, v=0.0) == 7
-    assert move_start(7, successes=4, episodes=16, threshold=0.2, step=3, min_episodes=16) == 4
-    assert move_start(7, successes=4, episodes=16, threshold=0.25, step=3, min_episodes=16) == 4  # exactly 25 %
-    assert move_start(7, successes=3, episodes=16, threshold=0.25, step=3, min_episodes=16) == 7
-    assert move_start(7, successes=10, episodes=10, threshold=0.25, step=3, min_episodes=16) == 7  # too few episodes
-    assert move_start(2, successes=16, episodes=16, threshold=0.25, step=3, min_episodes=16) == 0
+    assert start_index(7, 1, 10, 0.2, u=0.5, v=0.9) == 7   # u ≥ frac_sample: in the window {7}
+    assert start_index(7, 2, 10, 0.2, u=0.5, v=0.9) == 8   # in the window {7, 8}
+    assert start_index(7, 1, 10, 0.2, u=0.1, v=0.9) == 9   # else uniform in {7, 8, 9}
+    assert start_index(7, 5, 10, 0.2, u=0.5, v=0.99) == 9  # the window ends with the demonstration
+    assert start_index(10, 5, 10, 0.2, u=0.5, v=0.5) == 10  # at the end: the end
+    # W = 4, τ = 0.25 → τW = 1. All succeed: the cumulative rate reaches 1 at k = 0, so the start moves 3 back
+    four = np.array([4, 4, 4, 4])
+    assert move_start(20, four, four, 0.25, min_episodes=8) == 17
+    # only the top points succeed: 0 + 0 + 0.5 + 1 reaches 1 at k = 3: no move
+    assert move_start(20, np.array([0, 0, 2, 4]), four, 0.25, min_episodes=8) == 20
+    # the bottom half succeeds at 1/2: 0.5 + 0.5 reaches 1 at k = 1: the start moves 2 back
+    assert move_start(20, np.array([2, 2, 0, 0]), four, 0.25, min_episodes=8) == 18
+    assert move_start(20, np.array([0, 0, 0, 0]), four, 0.25, min_episodes=8) == 20      # nothing succeeds
+    assert move_start(20, four, four, 0.25, min_episodes=17) == 20                        # too few episodes
+    assert move_start(2, four, four, 0.25, min_episodes=8) == 0                           # not past the start
+    assert move_start(5, np.array([3]), np.array([3]), 0.2, min_episodes=1) == 5          # W = 1 never moves
     returns = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2], dtype=float)
     assert not lagging(0.0, 2, returns, allowed_lag=2, allowed_score_deficit=0)   # within the first lag
     assert not lagging(0.0, 4, returns, allowed_lag=2, allowed_score_deficit=0)   # min of returns[2:6] is 0

@@ -87,7 +87,7 @@ class GoExplore(ZooModule):
         frac_sample: float = 0.2,
         from_reset_prob: float = 0.1,
         move_threshold: float = 0.2,
-        move_step: int = 1,
+        start_window: int = 10,
         min_episodes: int = 16,
         allowed_lag: int = 50,
         allowed_score_deficit: float = 0.0,
@@ -149,9 +149,10 @@ class GoExplore(ZooModule):
             end_on_life_loss: phase 2: a lost life ends the episode (phase 1 always ends there).
             frac_sample: phase 2: fraction of episodes starting anywhere between the start point and the end.
             from_reset_prob: phase 2: fraction of episodes starting from reset (with no-ops).
-            move_threshold: phase 2: success rate at the start point that moves it back.
-            move_step: phase 2: demonstration steps the start point moves back at a time.
-            min_episodes: phase 2: episodes from the start point before its success rate is judged.
+            move_threshold: phase 2: τ, the success accumulated over the window (× W) that moves the start.
+            start_window: phase 2: W, the demonstration points episodes start from, from the start point on
+                (the official workers' spread); the start moves back by up to W − 1 points at a time.
+            min_episodes: phase 2: episodes from the window before its success rates are judged.
             allowed_lag: phase 2: steps an episode may lag the demonstration's score before it is ended.
             allowed_score_deficit: phase 2: score below the demonstration's that still counts as success.
             success_score: phase 2: a fixed score that counts as success (instead of the demonstration's).
@@ -180,7 +181,7 @@ class GoExplore(ZooModule):
         super().__init__()
         self.save_hyperparameters()
         for name in ("explorations_per_step", "explore_steps", "split_iterations", "recent_frames", "n_envs", "n_steps",
-                     "sgd_epochs", "minibatch_size", "min_episodes", "move_step", "n_eval_episodes", "steps_per_epoch",
+                     "sgd_epochs", "minibatch_size", "min_episodes", "start_window", "n_eval_episodes", "steps_per_epoch",
                      "eval_max_steps", "max_cells"):
             if getattr(self.hparams, name) < 1:
                 raise UserError(f"--model.{name} must be ≥ 1, got {getattr(self.hparams, name)}")
@@ -208,6 +209,7 @@ class GoExplore(ZooModule):
         self.downscaling = Downscaling(recent_frames, first_recompute)
         self.frames = 0                   # environment steps of phase 1, all processes together
         self.robust_steps = 0             # environment steps of phase 2, all processes together
+        self.reset_successes = 0          # phase-2 episodes from reset that succeeded (this process)
         self.history: list[tuple[float, ...]] = []  # (step, frames, cells, best score) after each phase-1 step
         self.best_actions = np.zeros(0, np.uint8)
         self.demo: Demo | None = None
@@ -302,14 +304,14 @@ class GoExplore(ZooModule):
             if self.demo is None:
                 self.demo = Demo(self.game, self.best_actions)
             games = [self.make_game(hp.sticky, hp.end_on_life_loss) for _ in range(hp.n_envs)]
-            self.runner = BackwardRunner(games, self.demo, hp.frac_sample, hp.from_reset_prob, hp.noop_max,
+            self.runner = BackwardRunner(games, self.demo, hp.start_window, hp.frac_sample, hp.from_reset_prob, hp.noop_max,
                                          hp.allowed_lag, hp.allowed_score_deficit, hp.success_score)
             if self._pending_runner is not None:
                 if self.global_rank == 0:  # rank 0's episodes; the others start afresh at the same start point
                     self.runner.load_state_dict(self._pending_runner)
                 else:
-                    self.runner.start, self.runner.at_start = (int(self._pending_runner["start"]),
-                                                               list(self._pending_runner["at_start"]))
+                    self.runner.start = int(self._pending_runner["start"])
+                    self.runner.counts = self._pending_runner["counts"].numpy().copy()
                 self._pending_runner = None
         return self.runner
 
@@ -364,14 +366,14 @@ class GoExplore(ZooModule):
         world = self._trainer.world_size if self._trainer is not None else 1
         self.robust_steps += B * world
         self.phase2_iterations += 1
-        # the backward step, on the episodes from the start point of every process
-        at_start = torch.tensor(runner.at_start, dtype=torch.long, device=self.device)
+        # the backward step, on the episodes every process started in the window
+        counts = torch.from_numpy(runner.counts).to(self.device)
         if world > 1:
-            at_start = self.trainer.strategy.reduce(at_start, reduce_op="sum")
-        episodes, successes = (int(v) for v in at_start)
-        moved = move_start(runner.start, successes, episodes, hp.move_threshold, hp.move_step, hp.min_episodes)
-        if moved != runner.start:
-            runner.start, runner.at_start = moved, [0, 0]
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        episodes, successes = counts.cpu().numpy()
+        moved = move_start(runner.start, successes, episodes, hp.move_threshold, hp.min_episodes)
+        if episodes.sum() >= hp.min_episodes:  # judged: the next judgement counts afresh
+            runner.start, runner.counts = moved, np.zeros_like(runner.counts)
         out = {k: float(torch.stack(v).mean()) for k, v in stats.items()}
         finished = runner.pop_finished()
         demo_starts = [f for f in finished if not f[2]]
@@ -380,6 +382,7 @@ class GoExplore(ZooModule):
             out["success"] = float(np.mean([f[1] for f in demo_starts]))
         if resets:
             out["success_from_reset"] = float(np.mean([f[1] for f in resets]))
+            self.reset_successes += sum(f[1] for f in resets)
         if finished:
             out["episode_return"] = float(np.mean([f[0] for f in finished]))
         return {**out, "t_k": t_k, "start": runner.start, "demo_length": len(runner.demo),
@@ -526,7 +529,7 @@ class GoExplore(ZooModule):
         checkpoint["go_explore"] = {
             "archive": self.archive.state_dict() if self.archive is not None else None,
             "downscaling": self.downscaling.state_dict(), "frames": self.frames, "robust_steps": self.robust_steps,
-            "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 4),
+            "reset_successes": self.reset_successes, "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 4),
             "best_actions": torch.from_numpy(self.best_actions.astype(np.uint8)),
             "demo_actions": torch.from_numpy(self.demo.actions.astype(np.uint8)) if self.demo is not None else None,
             "runner": self.runner.state_dict() if self.runner is not None else None,
@@ -543,6 +546,7 @@ class GoExplore(ZooModule):
         self.downscaling.load_state_dict(state["downscaling"])
         self.cell_of.params = self.downscaling.params
         self.frames, self.robust_steps = int(state["frames"]), int(state["robust_steps"])
+        self.reset_successes = int(state["reset_successes"])
         self.history = [tuple(row) for row in state["history"].tolist()]
         self.best_actions = state["best_actions"].numpy().copy()
         self.demo = Demo(self.make_game(), state["demo_actions"].numpy()) if state["demo_actions"] is not None else None

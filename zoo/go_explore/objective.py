@@ -15,8 +15,8 @@ Phase 2 (robustification) trains a policy by the backward algorithm (Salimans & 
 start from a state on the best trajectory, and the start moves back towards the beginning as the
 policy learns to reach the trajectory's score from there.
 
-    start index     i = s  w.p. 1 − f,  else  i ∼ U{s, …, L − 1};  from reset w.p. ρ
-    move back       s ← max(0, s − Δ)  once  successes / episodes started at s ≥ τ
+    start index     i ∼ U{s, …, s + W − 1}  w.p. 1 − f,  else  i ∼ U{s, …, L − 1};  from reset w.p. ρ
+    move back       s ← max(0, s − (W − 1 − k)),  k = min{k : Σ_{j≤k} r_j ≥ τ W},  r_j the success rate from s + j
 """
 from __future__ import annotations
 
@@ -185,20 +185,33 @@ def repeated_random_actions(n_steps: int, n_actions: int, mean_repeat: float, rn
 
 # -- robustification: the backward algorithm ------------------------------------------------------
 
-def start_index(start: int, length: int, frac_sample: float, u: float, v: float) -> int:
-    """Where on the demonstration (of ``length`` steps) an episode starts: at the current start point with
-    probability 1 − frac_sample, else uniformly between it and the end (u, v ∼ U[0, 1))."""
-    if length <= start or u >= frac_sample:
+def start_index(start: int, window: int, length: int, frac_sample: float, u: float, v: float) -> int:
+    """Where on the demonstration (of ``length`` steps) an episode starts: uniformly among the ``window``
+    start points from ``start`` on (the official workers' spread of starting points) with probability
+    1 − frac_sample, else uniformly between ``start`` and the end (u, v ∼ U[0, 1))."""
+    if length <= start:
         return start
-    return start + int(v * (length - start))
+    span = min(window, length - start) if u >= frac_sample else length - start
+    return start + int(v * span)
 
 
-def move_start(start: int, successes: int, episodes: int, threshold: float, step: int, min_episodes: int) -> int:
-    """The backward step: once at least ``min_episodes`` episodes started at the start point and a fraction
-    ≥ ``threshold`` of them did as well as the demonstration, the start point moves ``step`` steps back."""
-    if start > 0 and episodes >= min_episodes and successes >= threshold * episodes:
-        return max(0, start - step)
-    return start
+def move_start(start: int, successes: np.ndarray, episodes: np.ndarray, threshold: float, min_episodes: int) -> int:
+    r"""The backward step (the official ResetManager): with r_j the success rate of the episodes that
+    started at ``start + j`` (j < W, the window; 0 where none did), the window's top moves to the first
+    point where the success accumulated from the bottom reaches τ·W,
+
+        top' = start + min{k : Σ_{j≤k} r_j ≥ τ W},   start' = max(0, start − (W − 1 − k)),
+
+    so the start moves back by up to W − 1 points when the points at the bottom already succeed, and
+    stays where too little succeeds. Judged once ≥ ``min_episodes`` episodes started in the window."""
+    W = len(episodes)
+    if start == 0 or episodes.sum() < min_episodes:
+        return start
+    rates = successes / np.maximum(episodes, 1)
+    reached = np.flatnonzero(np.cumsum(rates) >= threshold * W - 1e-12)
+    if len(reached) == 0:
+        return start
+    return max(0, start - (W - 1 - int(reached[0])))
 
 
 def lagging(score: float, t: int, returns: np.ndarray, allowed_lag: int, allowed_score_deficit: float) -> bool:

@@ -2,13 +2,14 @@
 
 ``Demo`` replays phase 1's best trajectory once, in the deterministic game, and keeps the state, the
 observation and the score after every step. ``BackwardRunner`` steps n games with sticky actions; each
-episode starts on the demonstration (at the start point s, or with probability ``frac_sample`` anywhere
-between s and the end) or, with probability ``from_reset_prob``, from the game's start after a random
-number of no-ops. An episode that started on the demonstration ends early when it lags the
-demonstration's score (``lagging``), and a few steps after it has matched the demonstration's final
-score. It is a success when its score reaches the success threshold (the demonstration's final score
-less ``allowed_score_deficit``, or ``success_score``); the start point moves back (``move_start``) on
-the successes of episodes that started exactly there.
+episode starts on the demonstration (in the window of W points from the start point s, or with
+probability ``frac_sample`` anywhere between s and the end) or, with probability ``from_reset_prob``,
+from the game's start after a random number of no-ops. An episode that started on the demonstration
+ends early when it lags the demonstration's score (``lagging``), and a few steps after it has matched
+the demonstration's final score. It is a success when its score reaches the success threshold (the
+demonstration's final score less ``allowed_score_deficit``, or ``success_score``); the start point
+moves back (``move_start``) on the success rates of the episodes that started at each point of the
+window.
 
 The runner's whole state (each game's saved state, its frame stack, its episode's bookkeeping) is a few
 tensors, so a run resumed from a checkpoint continues every episode where it was.
@@ -52,13 +53,13 @@ class Demo:
 
 
 class BackwardRunner:
-    def __init__(self, games: list[Game], demo: Demo, frac_sample: float, from_reset_prob: float, noop_max: int,
-                 allowed_lag: int, allowed_score_deficit: float, success_score: float | None) -> None:
-        self.games, self.demo = games, demo
+    def __init__(self, games: list[Game], demo: Demo, window: int, frac_sample: float, from_reset_prob: float,
+                 noop_max: int, allowed_lag: int, allowed_score_deficit: float, success_score: float | None) -> None:
+        self.games, self.demo, self.window = games, demo, window
         self.frac_sample, self.from_reset_prob, self.noop_max = frac_sample, from_reset_prob, noop_max
         self.allowed_lag, self.allowed_score_deficit = allowed_lag, allowed_score_deficit
         self.threshold = demo.score - allowed_score_deficit if success_score is None else success_score
-        self.start = max(len(demo) - 1, 0)  # the official first start point: the demonstration's last step
+        self.start = max(len(demo) - window, 0)  # the official first window: the demonstration's last W steps
         n, k = len(games), games[0].frame_stack
         self.first = np.zeros(n, np.int64)      # where on the demonstration the episode started
         self.t = np.zeros(n, np.int64)          # the demonstration step it is at now
@@ -67,7 +68,7 @@ class BackwardRunner:
         self.from_reset = np.zeros(n, bool)
         self.stack = np.zeros((n, k, *demo.obs[0].shape), demo.obs[0].dtype)
         self.started = False
-        self.at_start = [0, 0]                  # (episodes, successes) that started at the start point
+        self.counts = np.zeros((2, window), np.int64)  # (episodes, successes) that started at start + j
         self.finished: list[tuple[float, bool, bool]] = []  # (score, success, from reset)
 
     def __len__(self) -> int:
@@ -81,7 +82,8 @@ class BackwardRunner:
         u = torch.rand(5, generator=generator, device=generator.device).tolist()
         game = self.games[i]
         self.from_reset[i] = len(self.demo) == 0 or u[0] < self.from_reset_prob
-        first = 0 if self.from_reset[i] else start_index(self.start, len(self.demo), self.frac_sample, u[1], u[2])
+        first = 0 if self.from_reset[i] else start_index(self.start, self.window, len(self.demo), self.frac_sample,
+                                                         u[1], u[2])
         self.first[i] = self.t[i] = first
         self.extra[i] = int(math.exp(u[4] * 7))  # the official extra_frames_counter
         self.stack[i] = 0
@@ -129,9 +131,10 @@ class BackwardRunner:
             if terminated[i] or truncated[i]:
                 success = self.success(self.score[i])
                 self.finished.append((float(self.score[i]), success, bool(self.from_reset[i])))
-                if not self.from_reset[i] and self.first[i] == self.start:
-                    self.at_start[0] += 1
-                    self.at_start[1] += int(success)
+                j = self.first[i] - self.start
+                if not self.from_reset[i] and 0 <= j < self.window:
+                    self.counts[0, j] += 1
+                    self.counts[1, j] += int(success)
                 self.begin(i, generator)
         return rewards, terminated, truncated, final
 
@@ -162,7 +165,7 @@ class BackwardRunner:
     def state_dict(self) -> dict[str, Any]:
         states = [g.get_state() for g in self.games]
         offsets = np.cumsum([0] + [len(s) for s in states])
-        return {"start": self.start, "at_start": list(self.at_start), "started": self.started,
+        return {"start": self.start, "counts": torch.from_numpy(self.counts.copy()), "started": self.started,
                 "states": torch.from_numpy(np.concatenate(states)), "state_offsets": torch.from_numpy(offsets),
                 "stack": torch.from_numpy(self.stack.copy()),
                 "first": torch.from_numpy(self.first.copy()), "t": torch.from_numpy(self.t.copy()),
@@ -173,7 +176,7 @@ class BackwardRunner:
         offsets, states = state["state_offsets"].numpy(), state["states"].numpy()
         if len(offsets) - 1 != len(self):
             raise ValueError(f"the checkpoint holds {len(offsets) - 1} phase-2 environments, this run has {len(self)}")
-        self.start, self.at_start, self.started = int(state["start"]), list(state["at_start"]), bool(state["started"])
+        self.start, self.counts, self.started = int(state["start"]), state["counts"].numpy().copy(), bool(state["started"])
         for i, game in enumerate(self.games):
             game.set_state(states[offsets[i]:offsets[i + 1]].copy())
         for name in ("stack", "first", "t", "score", "extra", "from_reset"):
