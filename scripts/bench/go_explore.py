@@ -61,7 +61,7 @@ def bare_steps_per_second(env_id: str, seconds: float, seed: int) -> float:
 
 def phase1_steps_per_second(kwargs: dict, seconds: float, seed: int) -> float:
     torch.manual_seed(seed)
-    model = GoExplore(explorations_per_step=16, explore_steps=100, **kwargs)
+    model = GoExplore(frames_per_step=1600, explore_steps=100, **kwargs)
     model.explore_iteration()  # the archive's first cell and the first batch: warm-up
     frames, start = model.frames, time.perf_counter()
     while time.perf_counter() - start < seconds:

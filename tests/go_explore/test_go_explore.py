@@ -62,12 +62,12 @@ def test_ddp_processes_keep_identical_archives(tmp_path):
     assert rank0["explored"] != rank1["explored"]  # each process explored its own cells…
     for k in ("keys", "score", "length", "seen", "chosen", "states", "actions", "start", "frames"):
         assert torch.equal(torch.as_tensor(rank0[k]), torch.as_tensor(rank1[k])), f"{k} differs between the ranks"
-    assert 2 * 16 * 30 < rank0["frames"] <= 2 * 2 * 16 * 30  # …and the total counts both
+    assert 2 * 2 * 480 <= rank0["frames"] <= 2 * 2 * (480 + 30)  # …and the total counts both
 
 
 def test_release_replays_its_best_trajectory_to_its_score(tmp_path):
-    _, model = fit(tmp_path / "run", "--model.write_media", "true", "--model.explorations_per_step", "32",
-                   "--model.explore_steps", "40")
+    _, model = fit(tmp_path / "run", "--model.write_media", "true", "--model.phase1_steps", "6",
+                   "--trainer.max_steps", "8")
     assert float(model.best_score) > 0, "the tiny run should find the goal of the two-room grid"
     hub.save(model, tmp_path / "release")
     assert (tmp_path / "release" / "best_trajectory.gif").is_file() and (tmp_path / "release" / "progress.png").is_file()
@@ -85,7 +85,7 @@ def test_release_replays_its_best_trajectory_to_its_score(tmp_path):
 def test_the_downscaled_representation_is_chosen_and_the_archive_refiled():
     pytest.importorskip("ale_py")
     torch.manual_seed(0)
-    model = GoExplore(env="ALE/MontezumaRevenge-v5", cell="downscaled", explorations_per_step=4, explore_steps=50,
+    model = GoExplore(env="ALE/MontezumaRevenge-v5", cell="downscaled", frames_per_step=200, explore_steps=50,
                       mean_repeat=20.0, first_recompute=400, recent_frame_prob=0.5, split_iterations=30)
     model.explore_iteration()
     assert model.downscaling.params is None and len(model.archive) == 1  # every frame is one cell at first

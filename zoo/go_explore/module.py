@@ -1,9 +1,10 @@
 r"""Go-Explore (Ecoffet, Huizinga, Lehman, Stanley & Clune, Nature 2021): remember, return, explore; then robustify.
 
-    training steps 0 … phase1_steps − 1    phase 1: each step selects ``explorations_per_step`` cells
-                                           (P ∝ W(c)), returns to each by restoring its state, explores
-                                           ``explore_steps`` repeated random actions, and merges what it
-                                           found into the archive (new cells; better trajectories)
+    training steps 0 … phase1_steps − 1    phase 1: each step selects cells (P ∝ W(c)), returns to each
+                                           by restoring its state and explores up to ``explore_steps``
+                                           repeated random actions, until it has spent ``frames_per_step``
+                                           environment steps; then it merges what it found into the
+                                           archive (new cells; better trajectories)
     the remaining steps                    phase 2: the backward algorithm on the best trajectory, one
                                            iteration of the zoo's on-policy learner (MDPO's on-policy
                                            update) per step, under sticky actions and no-op starts
@@ -59,7 +60,7 @@ class GoExplore(ZooModule):
         env_kwargs: dict[str, Any] | None = None,
         env_seed: int = 0,
         cell: Literal["domain", "downscaled"] = "domain",
-        explorations_per_step: int = 16,
+        frames_per_step: int = 1600,
         explore_steps: int = 100,
         mean_repeat: float = 1.0,
         seen_weight: float = 1.0,
@@ -122,7 +123,9 @@ class GoExplore(ZooModule):
             env_seed: the reset seed: the MiniGrid layout, the state every trajectory starts from.
             cell: ``domain`` (the game's domain-knowledge cell) or ``downscaled`` (grey frames downscaled with
                 parameters the archive adapts, the domain-agnostic representation).
-            explorations_per_step: cells each process returns to and explores from in one training step.
+            frames_per_step: environment steps each process spends exploring in one training step: it
+                returns to cells drawn (with replacement) from the weights at the step's start and explores
+                from each, until it has spent them (a batch of explorations; the last may overrun).
             explore_steps: random actions per exploration (fewer where the episode ends).
             mean_repeat: mean number of steps a random action is repeated (geometric); 1 is uniform play.
             seen_weight: weight w of the times-seen term w / (C + 1)^p of a cell's selection weight.
@@ -180,7 +183,7 @@ class GoExplore(ZooModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        for name in ("explorations_per_step", "explore_steps", "split_iterations", "recent_frames", "n_envs", "n_steps",
+        for name in ("frames_per_step", "explore_steps", "split_iterations", "recent_frames", "n_envs", "n_steps",
                      "sgd_epochs", "minibatch_size", "min_episodes", "start_window", "n_eval_episodes", "steps_per_epoch",
                      "eval_max_steps", "max_cells"):
             if getattr(self.hparams, name) < 1:
@@ -262,12 +265,15 @@ class GoExplore(ZooModule):
         weights = archive.weights((hp.seen_weight, hp.seen_power), (hp.chosen_weight, hp.chosen_power),
                                   (hp.chosen_since_new_weight, hp.chosen_since_new_power), hp.horiz_weight,
                                   hp.vert_weight, hp.high_score_weight, hp.low_level_weight)
-        starts = torch.multinomial(selection_probabilities(weights).to(g.device), hp.explorations_per_step,
-                                   replacement=True, generator=g).tolist()
-        seeds = torch.randint(2**62, (hp.explorations_per_step,), generator=g, device=g.device).tolist()
+        probs = selection_probabilities(weights).to(g.device)
         frame_prob = hp.recent_frame_prob if hp.cell == "downscaled" else 0.0
-        records = [explore(self.game, archive, s, np.random.default_rng(seed), self.cell_of, hp.explore_steps,
-                           hp.mean_repeat, frame_prob) for s, seed in zip(starts, seeds)]
+        records, spent = [], 0
+        while spent < hp.frames_per_step:
+            start = int(torch.multinomial(probs, 1, generator=g))
+            seed = int(torch.randint(2**62, (1,), generator=g, device=g.device))
+            records.append(explore(self.game, archive, start, np.random.default_rng(seed), self.cell_of,
+                                   hp.explore_steps, hp.mean_repeat, frame_prob))
+            spent += records[-1]["steps"]
         records = [r for rank in self.gather(records) for r in rank]
         n_new, n_better = archive.apply(records, hp.reset_cell_on_update)
         self.frames += sum(r["steps"] for r in records)
@@ -413,7 +419,8 @@ class GoExplore(ZooModule):
         if self.logging_step():
             self.log_dict({f"train/{k}": float(v) for k, v in stats.items()}, batch_size=1)
 
-    def evaluate(self, n_episodes: int | None = None, seed: int | None = None, greedy: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate(self, n_episodes: int | None = None, seed: int | None = None,
+                 greedy: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(returns, successes) of the policy from reset, with sticky actions and random no-ops, on fixed seeds."""
         hp = self.hparams
         n = n_episodes or hp.n_eval_episodes
@@ -529,7 +536,8 @@ class GoExplore(ZooModule):
         checkpoint["go_explore"] = {
             "archive": self.archive.state_dict() if self.archive is not None else None,
             "downscaling": self.downscaling.state_dict(), "frames": self.frames, "robust_steps": self.robust_steps,
-            "reset_successes": self.reset_successes, "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 4),
+            "reset_successes": self.reset_successes,
+            "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 4),
             "best_actions": torch.from_numpy(self.best_actions.astype(np.uint8)),
             "demo_actions": torch.from_numpy(self.demo.actions.astype(np.uint8)) if self.demo is not None else None,
             "runner": self.runner.state_dict() if self.runner is not None else None,
