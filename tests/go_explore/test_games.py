@@ -65,21 +65,26 @@ def test_minigrid_restores_the_same_objects_so_keycorridor_still_pays():
     assert game.env.obj is ball and any(o is ball for o in game.env.grid.grid)
 
 
-def test_minigrid_cell_is_position_carried_object_and_doors():
-    game = MiniGridGame("MiniGrid-MultiRoom-N4-S5-v1", env_seed=0)
+def test_minigrid_cell_is_position_carried_object_and_locked_doors():
+    game = MiniGridGame("MiniGrid-KeyCorridorS4R3-v0", env_seed=0)
     x, y, carrying, *doors = game.cell()
     assert (x, y) == tuple(game.env.agent_pos) and carrying == 0
-    assert len(doors) == len(game.doors) > 0 and set(doors) <= {0, 1, 2}
-    assert game.cell_fields[:3] == ("x", "y", "carrying")
-    # toggling the door in front opens it: find a door, stand before it, toggle
-    door = game.doors[0]
-    dx, dy = door.cur_pos
-    for d, (ox, oy) in enumerate(((-1, 0), (0, -1), (1, 0), (0, 1))):  # the agent looks in direction d
+    assert game.cell_fields[:3] == ("x", "y", "carrying") and len(doors) == len(game.doors) > 1
+    assert doors == [int(d.is_locked) for d in game.doors] and sum(doors) == 1  # one locked door, the ball's
+    # carry the key and unlock that door: the cell says so
+    locked = next(d for d in game.doors if d.is_locked)
+    key = next(k for k, o in enumerate(game.objects) if o.type == "key")
+    game.env.carrying = game.objects[key]
+    assert game.cell()[2] == key + 1
+    dx, dy = locked.cur_pos
+    for d, (ox, oy) in enumerate(((-1, 0), (0, -1), (1, 0), (0, 1))):  # stand before the door, facing it
         if game.env.grid.get(dx + ox, dy + oy) is None:
             game.env.agent_pos, game.env.agent_dir = (dx + ox, dy + oy), d
             break
-    game.step(5)  # toggle
-    assert game.cell()[3] == 0 and door.is_open
+    game.step(5)  # toggle: the key unlocks (and opens) the door
+    assert not locked.is_locked and sum(game.cell()[3:]) == 0
+    game.step(5)  # shut it again: an unlocked door shut or open is the same cell
+    assert not locked.is_open and sum(game.cell()[3:]) == 0
 
 
 @pytest.mark.skipif("ALE/MontezumaRevenge-v5" not in ENVS, reason="ale-py is not installed")

@@ -388,7 +388,7 @@ class GoExplore(ZooModule):
             out["success"] = float(np.mean([f[1] for f in demo_starts]))
         if resets:
             out["success_from_reset"] = float(np.mean([f[1] for f in resets]))
-            self.reset_successes += sum(f[1] for f in resets)
+            self.reset_successes += int(sum(f[1] for f in resets))
         if finished:
             out["episode_return"] = float(np.mean([f[0] for f in finished]))
         return {**out, "t_k": t_k, "start": runner.start, "demo_length": len(runner.demo),
@@ -420,8 +420,10 @@ class GoExplore(ZooModule):
             self.log_dict({f"train/{k}": float(v) for k, v in stats.items()}, batch_size=1)
 
     def evaluate(self, n_episodes: int | None = None, seed: int | None = None,
-                 greedy: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(returns, successes) of the policy from reset, with sticky actions and random no-ops, on fixed seeds."""
+                 greedy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(returns, successes) of the policy from reset, with sticky actions and random no-ops, on fixed seeds.
+        Actions are sampled from π, as in training (``greedy`` takes the argmax, which can loop for ever
+        in a grid where one wrong turn repeats)."""
         hp = self.hparams
         n = n_episodes or hp.n_eval_episodes
         seed = hp.eval_seed + n * self.global_rank if seed is None else seed

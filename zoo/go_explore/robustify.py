@@ -75,7 +75,7 @@ class BackwardRunner:
         return len(self.games)
 
     def success(self, score: float) -> bool:
-        return score >= self.threshold
+        return bool(score >= self.threshold)
 
     def begin(self, i: int, generator: torch.Generator) -> None:
         """Start env i's next episode: on the demonstration, or from reset after random no-ops."""
