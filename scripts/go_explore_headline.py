@@ -1,7 +1,9 @@
-"""Go-Explore's headline on MiniGrid, side by side with random exploration and the zoo's on-policy learner.
+"""Go-Explore's headline, side by side with random exploration and the zoo's on-policy learner.
 
     python scripts/go_explore_headline.py --envs multiroom keycorridor --seeds 0 1 2 3 4 5 6 7 8 9 \\
         --json docs/go_explore/headline.json
+    python scripts/go_explore_headline.py --envs montezuma --seeds 0 --budget 250000 \\
+        --json docs/go_explore/montezuma.json
 
 For each environment and seed (the seed is also the layout: --model.env_seed), on the same budget of
 environment steps:
@@ -14,6 +16,12 @@ environment steps:
 - the on-policy learner (MDPO's on-policy update, the learner of phase 2) trained from reset, with the
   same sticky actions and no-ops, for the whole budget: whether any training episode reached the goal,
   and its success from reset over 100 evaluation episodes.
+
+Montezuma's Revenge (montezuma.yaml's phase 1, domain cells), on a budget of environment steps (4
+emulator frames each): the best score and the rooms found by phase 1; the best episode score and the
+rooms visited by random play (game over resets, lives lost do not); and the on-policy learner trained
+from reset (a convolutional policy on 4 stacked 84×84 frames, sticky actions, no-ops): its best
+training episode, and its evaluation from reset.
 
 Each run is one process after another on one core; the JSON keeps every seed's figures.
 """
@@ -36,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 from zoo.go_explore.data import make_game  # noqa: E402
 
 ENVS = {"multiroom": ("MiniGrid-MultiRoom-N4-S5-v1", "default.yaml"),
-        "keycorridor": ("MiniGrid-KeyCorridorS4R3-v0", "keycorridor.yaml")}
+        "keycorridor": ("MiniGrid-KeyCorridorS4R3-v0", "keycorridor.yaml"),
+        "montezuma": ("ALE/MontezumaRevenge-v5", "montezuma.yaml")}
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
          "--trainer.limit_val_batches", "0", "--model.write_media", "false"]
 
@@ -68,21 +77,45 @@ def go_explore(config: str, seed: int, n_eval: int) -> dict:
             "seconds": time.time() - start}
 
 
-def random_exploration(env: str, seed: int, budget: int) -> dict:
+def random_exploration(env: str, seed: int, budget: int, stop_at_goal: bool = True) -> dict:
     start = time.time()
-    game = make_game(env, env_seed=seed)
+    game = make_game(env, env_seed=seed, end_on_life_loss=False)
     rng = np.random.default_rng(seed)
     game.reset()
-    hit, episodes = None, 0
+    hit, episodes, score, best, rooms = None, 0, 0.0, 0.0, set()
     for t, a in enumerate(rng.integers(game.n_actions, size=budget)):
         reward, terminated, truncated = game.step(int(a))
-        if reward > 0:
+        score += reward
+        best = max(best, score)
+        rooms.add(game.room())
+        if reward > 0 and hit is None:
             hit = t + 1
-            break
+            if stop_at_goal:
+                break
         if terminated or truncated:
             game.reset()
-            episodes += 1
-    return {"goal_at": hit, "episodes": episodes, "seconds": time.time() - start}
+            episodes, score = episodes + 1, 0.0
+    return {"goal_at": hit, "episodes": episodes, "best_score": best, "rooms": len(rooms - {-1}),
+            "seconds": time.time() - start}
+
+
+def go_explore_montezuma(config: str, seed: int, budget: int) -> dict:
+    start = time.time()
+    steps = budget // 1600
+    model = fit(config, seed, "--model.phase1_steps", str(steps), "--trainer.max_steps", str(steps))
+    return {"phase1_steps": model.frames, "best_score": float(model.best_score), "cells": len(model.archive),
+            "rooms": len(model.archive.rooms), "best_trajectory_steps": len(model.best_actions),
+            "seconds": time.time() - start}
+
+
+def on_policy_montezuma(config: str, seed: int, budget: int, n_eval: int) -> dict:
+    start = time.time()
+    iterations = budget // (16 * 64)
+    model = fit(config, seed, "--model.phase1_steps", "0", "--trainer.max_steps", str(iterations),
+                "--model.n_envs", "16", "--model.n_steps", "64", "--model.reward_clip", "true", "--model.lr", "0.00025")
+    returns, _ = model.evaluate(n_episodes=n_eval, seed=3_000_000)
+    return {"steps": model.robust_steps, "best_training_episode": model.best_training_return,
+            "eval_return": float(returns.mean()), "seconds": time.time() - start}
 
 
 def on_policy(config: str, seed: int, budget: int, n_eval: int) -> dict:
@@ -113,7 +146,11 @@ def main() -> None:
                 key = f"{name}/{seed}/{method}"
                 if key in results:
                     continue
-                if method == "go_explore":
+                if name == "montezuma":
+                    out = (go_explore_montezuma(config, seed, args.budget) if method == "go_explore" else
+                           random_exploration(env, seed, args.budget, stop_at_goal=False) if method == "random" else
+                           on_policy_montezuma(config, seed, args.budget, min(args.n_eval, 10)))
+                elif method == "go_explore":
                     out = go_explore(config, seed, args.n_eval)
                 elif method == "random":
                     out = random_exploration(env, seed, args.budget)

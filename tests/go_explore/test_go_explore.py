@@ -120,3 +120,16 @@ def test_a_user_environment_with_the_protocol_trains(tmp_path):
                    "--model.success_score", "null")
     assert float(model.best_score) == 1.0 and 11 <= len(model.best_actions) <= 15  # the shortest way is 11 steps
     assert model.runner.threshold == 1.0
+
+
+@pytest.mark.slow
+def test_phase_1_finds_the_goal_and_phase_2_robustifies_it(tmp_path):
+    """Two-room MiniGrid: exploration finds the goal, the backward algorithm walks the start to the
+    beginning, and the policy reaches the goal from reset under sticky actions in most episodes."""
+    _, model = fit(tmp_path, "--model.phase1_steps", "12", "--trainer.max_steps", "72", "--model.n_envs", "16",
+                   "--model.n_steps", "64", "--model.hidden_sizes", "[64, 64]", "--model.sgd_epochs", "4",
+                   "--model.minibatch_size", "256", "--model.min_episodes", "16", "--model.start_window", "10",
+                   "--model.noop_max", "10", "--model.lr", "0.001")
+    assert float(model.best_score) > 0 and model.runner.start == 0
+    returns, successes = model.evaluate(n_episodes=50, seed=5_000_000)
+    assert successes.mean() >= 0.8, f"success from reset {successes.mean():.2f}"

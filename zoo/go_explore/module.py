@@ -213,6 +213,7 @@ class GoExplore(ZooModule):
         self.frames = 0                   # environment steps of phase 1, all processes together
         self.robust_steps = 0             # environment steps of phase 2, all processes together
         self.reset_successes = 0          # phase-2 episodes from reset that succeeded (this process)
+        self.best_training_return = 0.0   # the best phase-2 episode's score (this process)
         self.history: list[tuple[float, ...]] = []  # (step, frames, cells, best score) after each phase-1 step
         self.best_actions = np.zeros(0, np.uint8)
         self.demo: Demo | None = None
@@ -342,7 +343,7 @@ class GoExplore(ZooModule):
             rewards = rewards.sign() if hp.reward_clip else rewards
             terminated, truncated = roll["terminated"].to(self.device), roll["truncated"].to(self.device)
             adv, returns = gae(rewards, values, next_values, terminated, terminated | truncated, hp.gamma, hp.gae_lambda)
-        batch = {"obs": obs, "actions": roll["actions"].flatten(), "log_prob": roll["log_prob"].flatten(),
+        batch = {"obs": obs.to(self.device), "actions": roll["actions"].flatten(), "log_prob": roll["log_prob"].flatten(),
                  "logits": roll["logits"].flatten(0, 1), "adv": adv.flatten(), "returns": returns.flatten()}
         k = int(self.global_step) - hp.phase1_steps
         K = max(self.schedule_steps() - hp.phase1_steps, 1)
@@ -359,7 +360,7 @@ class GoExplore(ZooModule):
                 adv_i = batch["adv"][i]
                 if hp.normalize_advantage and mb > 1:
                     adv_i = (adv_i - adv_i.mean()) / (adv_i.std() + 1e-8)
-                logits, value = self.net(batch["obs"][i].to(self.device).float() * self.game.obs_scale)
+                logits, value = self.net(batch["obs"][i].float() * self.game.obs_scale)
                 logp = categorical_log_prob(logits, batch["actions"][i])
                 kl = categorical_kl(logits, batch["logits"][i])
                 entropy = categorical_entropy(logits)
@@ -391,6 +392,7 @@ class GoExplore(ZooModule):
             self.reset_successes += int(sum(f[1] for f in resets))
         if finished:
             out["episode_return"] = float(np.mean([f[0] for f in finished]))
+            self.best_training_return = max(self.best_training_return, max(f[0] for f in finished))
         return {**out, "t_k": t_k, "start": runner.start, "demo_length": len(runner.demo),
                 "robustify_steps": self.robust_steps}
 
@@ -538,7 +540,7 @@ class GoExplore(ZooModule):
         checkpoint["go_explore"] = {
             "archive": self.archive.state_dict() if self.archive is not None else None,
             "downscaling": self.downscaling.state_dict(), "frames": self.frames, "robust_steps": self.robust_steps,
-            "reset_successes": self.reset_successes,
+            "reset_successes": self.reset_successes, "best_training_return": self.best_training_return,
             "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 4),
             "best_actions": torch.from_numpy(self.best_actions.astype(np.uint8)),
             "demo_actions": torch.from_numpy(self.demo.actions.astype(np.uint8)) if self.demo is not None else None,
@@ -557,6 +559,7 @@ class GoExplore(ZooModule):
         self.cell_of.params = self.downscaling.params
         self.frames, self.robust_steps = int(state["frames"]), int(state["robust_steps"])
         self.reset_successes = int(state["reset_successes"])
+        self.best_training_return = float(state["best_training_return"])
         self.history = [tuple(row) for row in state["history"].tolist()]
         self.best_actions = state["best_actions"].numpy().copy()
         self.demo = Demo(self.make_game(), state["demo_actions"].numpy()) if state["demo_actions"] is not None else None
