@@ -128,6 +128,34 @@ def on_policy(config: str, seed: int, budget: int, n_eval: int) -> dict:
             "eval_return": float(returns.mean()), "seconds": time.time() - start}
 
 
+def table(results: dict) -> str:
+    """The headline table (markdown) of a results file: per environment, the three methods side by side."""
+    lines = []
+    for name in ENVS:
+        seeds = sorted({int(k.split("/")[1]) for k in results if k.startswith(name + "/")})
+        if not seeds or name == "montezuma":
+            continue
+        ge = [results.get(f"{name}/{s}/go_explore") for s in seeds]
+        rnd = [results.get(f"{name}/{s}/random") for s in seeds]
+        onp = [results.get(f"{name}/{s}/on_policy") for s in seeds]
+        n = len(seeds)
+        found = [g["phase1_goal_at"] for g in ge if g and g["phase1_goal_at"] is not None]
+        within = sum(f <= 100_000 for f in found)
+        succ = [g["success_from_reset"] for g in ge if g]
+        rnd_found = [r["goal_at"] for r in rnd if r and r["goal_at"] is not None]
+        onp_any = [o["training_successes"] > 0 for o in onp if o]
+        onp_succ = [o["success_from_reset"] for o in onp if o]
+        lines += [f"**{ENVS[name][0]}**, seeds {seeds[0]}–{seeds[-1]}:", "",
+                  "| | reached the goal within 100k steps | within 300k steps | success from reset (mean ± std) |",
+                  "|---|---|---|---|",
+                  f"| Go-Explore (phase 1, then robustified) | {within}/{n} seeds (median at {int(np.median(found)) if found else '—'}) "
+                  f"| {len(found)}/{n} | {np.mean(succ):.2f} ± {np.std(succ):.2f} |",
+                  f"| random exploration | {sum(f <= 100_000 for f in rnd_found)}/{n} | {len(rnd_found)}/{n} | — |",
+                  f"| on-policy learner (MDPO) from reset | — | {sum(onp_any)}/{len(onp_any)} (any training episode) "
+                  f"| {np.mean(onp_succ):.2f} ± {np.std(onp_succ):.2f} |", ""]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
@@ -136,7 +164,11 @@ def main() -> None:
     parser.add_argument("--n_eval", type=int, default=100, help="evaluation episodes from reset")
     parser.add_argument("--methods", nargs="+", default=["go_explore", "random", "on_policy"])
     parser.add_argument("--json", type=Path, required=True, help="results file (updated after every run)")
+    parser.add_argument("--table", action="store_true", help="print the table of the results file and stop")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.json.read_text())))
+        return
     torch.set_num_threads(1)
     results = json.loads(args.json.read_text()) if args.json.exists() else {}
     for name in args.envs:
