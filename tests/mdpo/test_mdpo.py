@@ -1,5 +1,6 @@
 """MDPO end to end: the off-policy variant resumes exactly, a released policy acts in one call,
 validate logs the return, bad input fails clearly, and (slow) CartPole is solved in 100k steps."""
+import re
 import subprocess
 import sys
 
@@ -96,9 +97,11 @@ def test_bad_input_fails_clearly(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_nan_observation_fails_clearly(tmp_path):
-    with pytest.raises(ValueError, match=r"NaN.*step 3"):
+def test_nan_observation_fails_clearly(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
         fit(tmp_path, "--model.env", "tests.mdpo.envs:NaNAfter")
+    assert exit.value.code == 2
+    assert re.search(r"error: env 'tests.mdpo.envs:NaNAfter': observation with NaN.*step 3", capsys.readouterr().err)
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch_geometric.data import Data
 from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
 
+from zoo.errors import UserError
 from zoo.paretognn.downstream import DOWNSTREAM, metis_partition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ PLANETOID, AMAZON, COAUTHOR = ("Cora", "CiteSeer", "PubMed"), ("Computers", "Pho
 NAMES = ("csbm", *PLANETOID, *AMAZON, *COAUTHOR, "WikiCS", "ogbn-arxiv")
 
 
-class GraphDataError(ValueError):
+class GraphDataError(UserError):
     """A graph file (or data set) that cannot be used, with the file and the problem in the message."""
 
 
@@ -144,23 +145,33 @@ def load_pyg(name: str, root: str | Path) -> Data:
 
 # -- a user's own graph --------------------------------------------------------------------
 
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
 def _read_rows(path: Path, kind: type) -> tuple[list[list], list[int]]:
-    """Rows of a CSV file parsed as ``kind`` and their line numbers; a first line that does not
-    parse is a header; blank lines are skipped."""
+    """Rows of a CSV file parsed as ``kind`` and their line numbers. A first line of names only (no
+    cell is a number: ``source,target``) is a header; any other line that does not parse is an
+    error naming it. Blank lines are skipped."""
     rows, lines = [], []
     with open(path, newline="") as f:
         for lineno, row in enumerate(csv.reader(f), start=1):
             if not row or all(not c.strip() for c in row):
                 continue
+            if not rows and not lines and lineno == 1 and not any(_is_number(c.strip()) for c in row):
+                lines.append(0)  # the header: remembered only so that no later line is taken for one
+                continue
             try:
                 rows.append([kind(c) for c in row])
                 lines.append(lineno)
             except ValueError:
-                if lineno == 1:
-                    continue
                 want = "integers" if kind is int else "numbers"
                 raise GraphDataError(f"{path}: line {lineno}: expected {want}, got {','.join(row)!r}") from None
-    return rows, lines
+    return rows, [n for n in lines if n > 0]
 
 
 def _read_matrix(path: Path, kind: type) -> Tensor:
@@ -274,6 +285,7 @@ def prepare_evaluation(data: Data, downstream: Sequence[str], seed: int, val_edg
     if {"node_classification", "clustering"} & set(downstream) and getattr(data, "y", None) is None:
         raise GraphDataError(f"{source}: no node labels, but node classification and clustering need them: "
                              "pass --data.labels FILE, or leave them out of --data.downstream")
+    check_size(data, downstream, val_edges, test_edges, probe_train, probe_val, n_partitions, source)
     out = Data(x=data.x, edge_index=data.edge_index, y=getattr(data, "y", None), downstream=list(downstream))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -299,6 +311,28 @@ def prepare_evaluation(data: Data, downstream: Sequence[str], seed: int, val_edg
     return out
 
 
+def check_size(data: Data, downstream: Sequence[str], val_edges: float, test_edges: float, probe_train: float,
+               probe_val: float, n_partitions: int, source: str) -> None:
+    """A graph too small for the evaluation splits is refused up front, saying what is short."""
+    n, n_edges = data.num_nodes, data.edge_index.shape[1] // 2  # undirected edges
+    short = []
+    if "link_prediction" in downstream:
+        n_val, n_test = int(math.floor(val_edges * n_edges)), int(math.floor(test_edges * n_edges))
+        if min(n_val, n_test) < 1 or n_edges - n_val - n_test < 1:
+            short.append(f"its {n_edges} edges leave {n_val} validation and {n_test} test edges for link prediction "
+                         f"(--data.val_edges {val_edges}, --data.test_edges {test_edges})")
+    if {"node_classification", "clustering"} & set(downstream):
+        n_train, n_val = int(round(probe_train * n)), int(round(probe_val * n))
+        if min(n_train, n_val, n - n_train - n_val) < 1:
+            short.append(f"its {n} nodes leave {n_train} training, {n_val} validation and {n - n_train - n_val} test "
+                         "nodes for the probes (--data.probe_train, --data.probe_val)")
+    if "partition" in downstream and n < 2 * n_partitions:
+        short.append(f"its {n} nodes are too few for {n_partitions} partitions (--data.n_partitions)")
+    if short:
+        raise GraphDataError(f"{source}: graph too small for the evaluation: " + "; ".join(short) +
+                             ". Use a larger graph, or leave those tasks out of --data.downstream")
+
+
 class Repeat(Dataset):
     """The same graph ``n`` times: each training step receives the whole training graph."""
 
@@ -315,7 +349,7 @@ class Repeat(Dataset):
 class GraphDataModule(L.LightningDataModule):
     def __init__(
         self,
-        name: str = "csbm",
+        name: str | None = None,
         root: str = "data/cache/pyg",
         path: str | None = None,
         features: str | None = None,
@@ -337,7 +371,8 @@ class GraphDataModule(L.LightningDataModule):
     ) -> None:
         """
         Args:
-            name: ``csbm`` (generated), or a PyG data set: Cora, CiteSeer, PubMed, Computers, Photo, CS, Physics, WikiCS, ogbn-arxiv.
+            name: ``csbm`` (generated; the default when no path is given), or a PyG data set: Cora, CiteSeer,
+                PubMed, Computers, Photo, CS, Physics, WikiCS, ogbn-arxiv. Not together with ``path``.
             root: folder of PyG's data sets (ROOT/<name>/raw holds the raw files).
             path: a user's graph instead: a saved PyG Data (.pt) or an edge-list CSV.
             features: with an edge-list CSV, the node features (CSV rows or .npy), one row per node.
@@ -359,9 +394,12 @@ class GraphDataModule(L.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        if path is not None and name is not None:
+            raise GraphDataError(f"--data.path {path} and --data.name {name} both name a graph: give one of them "
+                                 "(a config that sets data.name needs --data.name null beside --data.path)")
         if path is not None:
             raw, self.source = load_user_graph(path, features, labels), str(path if labels is None else labels)
-        elif name == "csbm":
+        elif name in (None, "csbm"):
             raw, self.source = contextual_sbm(n_nodes, n_classes, n_features, avg_degree, homophily, feature_snr,
                                               data_seed), "csbm"
         else:
