@@ -410,6 +410,9 @@ class GoExplore(ZooModule):
 
     # -- Lightning's loop -------------------------------------------------------------------------
 
+    def on_train_start(self) -> None:
+        self.schedule_steps()  # K is fixed when the run starts (phase 1 included), so a resumed run keeps it
+
     def training_step(self, batch: Any, batch_idx: int) -> None:
         if self.global_step < self.hparams.phase1_steps:
             stats = self.explore_iteration()
