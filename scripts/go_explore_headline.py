@@ -121,8 +121,10 @@ def on_policy_montezuma(config: str, seed: int, budget: int, n_eval: int) -> dic
 def on_policy(config: str, seed: int, budget: int, n_eval: int) -> dict:
     """The phase-2 learner alone, from reset: phase1_steps 0 leaves it no demonstration to start along."""
     start = time.time()
-    iterations = budget // (16 * 128)
-    model = fit(config, seed, "--model.phase1_steps", "0", "--trainer.max_steps", str(iterations))
+    n_envs, n_steps = 16, 64  # the configs' iteration: 1024 environment steps
+    iterations = -(-budget // (n_envs * n_steps))
+    model = fit(config, seed, "--model.phase1_steps", "0", "--trainer.max_steps", str(iterations),
+                "--model.n_envs", str(n_envs), "--model.n_steps", str(n_steps))
     returns, successes = model.evaluate(n_episodes=n_eval, seed=3_000_000)
     return {"steps": model.robust_steps, "training_successes": int(model.reset_successes), "success_from_reset": float(successes.mean()),
             "eval_return": float(returns.mean()), "seconds": time.time() - start}
