@@ -26,6 +26,7 @@ What it adds to LightningCLI:
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import os
 import sys
@@ -167,9 +168,12 @@ class ZooCLI(LightningCLI):
 
     def _hparams_from_files(self, parser) -> tuple[dict[str, Any], Path | None] | None:
         """The model hyperparameters of the checkpoint to resume or the release to start from (checked for
-        method and code), and the checkpoint's resolved path."""
+        method and code), and the checkpoint's resolved path. A recipe in subclass mode (one recipe, several
+        classes, as MDPO's) gets the file's class too, with every hyperparameter that class takes."""
         config = self._config(self.config)
-        ckpt_path, init_from = config.get("ckpt_path"), config.get("model", {}).get("init_from")
+        model = config.get("model") or {}
+        given = dict((model.get("init_args") or {}) if self.subclass_mode_model else model)
+        ckpt_path, init_from = config.get("ckpt_path"), given.get("init_from")
         if ckpt_path in LIGHTNING_CKPT_WORDS:
             return None
         if ckpt_path:
@@ -181,11 +185,14 @@ class ZooCLI(LightningCLI):
             path = None
         else:
             return None
-        if cls is not self.model_class:
+        if not (issubclass(cls, self.model_class) if self.subclass_mode_model else cls is self.model_class):
             raise UserError(f"{source}: a checkpoint of {method_of(cls)} ({cls.__module__}.{cls.__name__}), but this "
                             f"recipe trains {self.method} ({self.model_class.__module__}.{self.model_class.__name__})")
-        given = dict(config.get("model") or {})
         check_code(cls, hparams, source, bool(config.get("trust_code")), given=given)
+        if self.subclass_mode_model:
+            settable = set(inspect.signature(cls.__init__).parameters) - {"self", "init_from"}
+            init_args = {k: v for k, v in hparams.items() if k in settable}
+            return {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": init_args}, path
         settable = set(given) - {"init_from"}
         hparams = {k: v for k, v in hparams.items() if k in settable}
         return hparams, path
