@@ -12,9 +12,9 @@ What it adds to LightningCLI:
   ``--seed_everything`` says otherwise);
 - hyperparameters from the files a run starts from: ``--ckpt_path`` (a checkpoint to resume;
   ``last`` is the latest run's) and ``--model.init_from`` (a release) supply the model's
-  hyperparameters, which the command line's own flags and ``--config`` override; a checkpoint of
-  another method is refused, and code that such a file names is imported only if trusted
-  (zoo/trust.py; ``--trust_code true``);
+  hyperparameters over those of the config files, and the command line's own ``--model.*`` flags
+  override them; a checkpoint of another method is refused, and code that such a file names is
+  imported only if trusted (zoo/trust.py; ``--trust_code true``);
 - logs under ``logs/<method>/version_N/`` (CSV, and TensorBoard when installed), with that run's
   checkpoints in ``version_N/checkpoints/`` (``last.ckpt``: written every
   ``--checkpoint.every_n_train_steps``, at the end of fit and on Ctrl-C; atomically; read back with
@@ -158,7 +158,11 @@ class ZooCLI(LightningCLI):
         hparams, ckpt_path = layer
         path = Path(self._layers.name) / "from_files.yaml"
         path.write_text(yaml.safe_dump({"model": hparams}, sort_keys=False))
-        at = 3 if self._inserted_default else 1  # after the default config, before the user's own arguments
+        # after the last config file, before the flags that follow it: the file a run starts from overrides the
+        # configs' model values, and the command line's own flags override the file
+        configs = [i for i, a in enumerate(args) if a in ("--config", "-c")] + \
+                  [i - 1 for i, a in enumerate(args) if a.startswith("--config=")]
+        at = (max(configs) + 2) if configs else 1
         super().parse_arguments(parser, [*args[:at], "--config", str(path), *args[at:]])
         if ckpt_path is not None:
             self._config(self.config)["ckpt_path"] = str(ckpt_path)
@@ -186,7 +190,8 @@ class ZooCLI(LightningCLI):
         else:
             return None
         if not (issubclass(cls, self.model_class) if self.subclass_mode_model else cls is self.model_class):
-            raise UserError(f"{source}: a checkpoint of {method_of(cls)} ({cls.__module__}.{cls.__name__}), but this "
+            kind = "a checkpoint" if path is not None else "a release"
+            raise UserError(f"{source}: {kind} of {method_of(cls)} ({cls.__module__}.{cls.__name__}), but this "
                             f"recipe trains {self.method} ({self.model_class.__module__}.{self.model_class.__name__})")
         check_code(cls, hparams, source, bool(config.get("trust_code")), given=given)
         if self.subclass_mode_model:

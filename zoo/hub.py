@@ -217,24 +217,38 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from None
 
 
-def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str,
-               differing: str = "") -> None:
-    """Load ``state`` strictly; a mismatch names the tensors (and ``differing``: what explains it)."""
+def state_mismatch(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """What keeps ``state`` from loading strictly into ``module`` ("" when it fits)."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
              for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing tensors {missing[:5]}")
-        if unexpected:
-            parts.append(f"unexpected tensors {unexpected[:5]}")
-        if wrong:
-            parts.append("shape mismatches " + "; ".join(wrong[:5]))
+    parts = []
+    if missing:
+        parts.append(f"missing tensors {missing[:5]}")
+    if unexpected:
+        parts.append(f"unexpected tensors {unexpected[:5]}")
+    if wrong:
+        parts.append("shape mismatches " + "; ".join(wrong[:5]))
+    return ", ".join(parts)
+
+
+def hparams_diff(file_hparams: dict[str, Any], own: dict[str, Any], what: str = "release") -> str:
+    """The hyperparameters in which a file and a model differ, as a sentence ("" when none do)."""
+    diff = [f"{k} {file_hparams[k]!r} ({what}) vs {own[k]!r} (this model)"
+            for k in sorted(file_hparams) if k in own and not k.startswith("_") and k != "init_from"
+            and file_hparams[k] != own[k]]
+    return "hyperparameters that differ: " + "; ".join(diff) if diff else ""
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str,
+               differing: str = "") -> None:
+    """Load ``state`` strictly; a mismatch names the tensors (and ``differing``: what explains it)."""
+    mismatch = state_mismatch(module, state)
+    if mismatch:
         why = differing or "the model's hyperparameters differ from those the weights were trained with"
-        raise CheckpointError(f"{source}: does not match the model ({', '.join(parts)}); {why}")
+        raise CheckpointError(f"{source}: does not match the model ({mismatch}); {why}")
     module.load_state_dict(state, strict=True)
 
 
@@ -270,9 +284,7 @@ def load_weights(module: torch.nn.Module, id_or_path: str | Path, trust_code: bo
     own = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_") and k != "init_from"}
     check_code(cls, init_args, source, trust_code, given=own)
     init_args.pop("init_from", None)
-    diff = [f"{k} {init_args[k]!r} (release) vs {own[k]!r} (this model)"
-            for k in sorted(init_args) if k in own and init_args[k] != own[k]]
-    differing = "hyperparameters that differ: " + "; ".join(diff) if diff else ""
+    differing = hparams_diff(init_args, own)
     if source.suffix == ".ckpt":
         state = read_checkpoint(source)["state_dict"]
     else:

@@ -39,7 +39,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from zoo.errors import UserError
+from zoo.errors import CheckpointError, UserError
 
 
 class ZooModule(L.LightningModule):
@@ -85,6 +85,14 @@ class ZooModule(L.LightningModule):
         if trainer is None:  # called outside a Trainer: nothing would receive the values
             return False
         return (trainer.fit_loop.total_batch_idx + 1) % trainer.log_every_n_steps == 0
+
+    def count_step(self) -> None:
+        """Count this training step as an optimiser step, for a method that has no optimiser (a generation of
+        a genetic algorithm, an iteration of exploration): Lightning's ``global_step``, which ``max_steps``,
+        checkpoints and logging follow, counts optimiser steps only."""
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.increment_ready()
+        progress.increment_completed()
 
     # -- schedules ---------------------------------------------------------------------------
 
@@ -146,6 +154,14 @@ class ZooModule(L.LightningModule):
             checkpoint["zoo_tokenizer"] = tokenizer_files(tokenizer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if isinstance(checkpoint.get("state_dict"), dict):  # a clear error, before Lightning's strict load fails
+            from zoo import hub
+
+            mismatch = hub.state_mismatch(self, checkpoint["state_dict"])
+            if mismatch:
+                diff = hub.hparams_diff(checkpoint.get("hyper_parameters") or {}, dict(self.hparams), "checkpoint")
+                raise CheckpointError(f"the checkpoint does not match the model ({mismatch}); "
+                                      f"{diff or 'the model was built with other hyperparameters'}")
         if "zoo_rng_state" in checkpoint:
             self._pending_rng_state = checkpoint["zoo_rng_state"]
             self._generator = None

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from zoo.errors import UserError
+
 ATARI_PREFIXES = ("ALE/",)
 
 
@@ -38,31 +40,43 @@ def make_env(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.
         try:
             factory = getattr(importlib.import_module(module_name), name)
         except (ImportError, AttributeError) as e:
-            raise ValueError(f"env {env_id!r}: cannot import the entry point ({e})") from e
-        env = factory(render_mode=render_mode, **kwargs) if render_mode else factory(**kwargs)
+            raise UserError(f"env {env_id!r}: cannot import the entry point ({e})") from e
+        try:
+            env = factory(render_mode=render_mode, **kwargs) if render_mode else factory(**kwargs)
+        except Exception as e:  # noqa: BLE001 - the user's code failed: say where, in one line
+            raise UserError(f"env {env_id!r}: the entry point raised {type(e).__name__}: {e} "
+                            f"({_where(e)})") from e
         if not isinstance(env, gym.Env):
-            raise ValueError(f"env {env_id!r}: the entry point returned {type(env).__name__}, not a gymnasium.Env")
+            raise UserError(f"env {env_id!r}: the entry point returned {type(env).__name__}, not a gymnasium.Env")
         return env
     atari = env_id.startswith(ATARI_PREFIXES)
     if atari:
         try:
             import ale_py
         except ImportError as e:
-            raise ValueError(f"env {env_id!r} is an Atari game: install ale-py (pip install 'zoo[atari]')") from e
+            raise UserError(f"env {env_id!r} is an Atari game: install ale-py (pip install 'zoo[atari]')") from e
         gym.register_envs(ale_py)
         kwargs.setdefault("frameskip", 1)
     try:
         env = gym.make(env_id, render_mode=render_mode, **kwargs)
     except gym.error.DependencyNotInstalled as e:
-        raise ValueError(f"env {env_id!r} needs a package that is not installed ({e}); MuJoCo tasks: "
+        raise UserError(f"env {env_id!r} needs a package that is not installed ({e}); MuJoCo tasks: "
                          "pip install 'zoo[mujoco]', Box2D tasks: pip install box2d==2.3.10") from e
     except gym.error.Error as e:
-        raise ValueError(f"env {env_id!r}: unknown to gymnasium ({e}); give a registered id such as CartPole-v1 "
+        raise UserError(f"env {env_id!r}: unknown to gymnasium ({e}); give a registered id such as CartPole-v1 "
                          "or 'package.module:callable' returning a gymnasium.Env") from e
     if atari:
         env = gym.wrappers.AtariPreprocessing(env, frame_skip=4, screen_size=84, grayscale_obs=True)
         env = gym.wrappers.FrameStackObservation(env, 4)
     return env
+
+
+def _where(e: BaseException) -> str:
+    """file:line of the innermost frame of an exception's traceback."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "unknown place"
 
 
 def random_seed(generator: torch.Generator) -> int:
@@ -79,7 +93,7 @@ class EnvPool:
 
     def __init__(self, make: Callable[[], gym.Env], n: int, name: str = "env") -> None:
         if n < 1:
-            raise ValueError(f"need at least one environment, got {n}")
+            raise UserError(f"need at least one environment, got {n}")
         self.name = name
         self.envs = [make() for _ in range(n)]
         self.observation_space = self.envs[0].observation_space
@@ -97,7 +111,7 @@ class EnvPool:
     def _check(self, obs: Any, i: int) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float32)
         if not np.isfinite(obs).all():
-            raise ValueError(f"env {self.name!r}: observation with NaN or ±inf (copy {i}, episode seed "
+            raise UserError(f"env {self.name!r}: observation with NaN or ±inf (copy {i}, episode seed "
                              f"{self.seeds[i]}, step {self.lengths[i]}): {obs.ravel()[:8]}")
         return obs
 
@@ -122,6 +136,9 @@ class EnvPool:
         next_obs = np.empty_like(self.obs)
         for i, env in enumerate(self.envs):
             obs, r, term, trunc, _ = env.step(actions[i])
+            if not np.isfinite(r):
+                raise UserError(f"env {self.name!r}: reward {r} (copy {i}, episode seed {self.seeds[i]}, step "
+                                f"{self.lengths[i]}); the environment must return finite rewards")
             self.actions[i].append(np.array(actions[i], copy=True))
             rewards[i], terminated[i], truncated[i] = r, term, trunc
             self.returns[i] += r
@@ -160,7 +177,7 @@ class EnvPool:
             self.obs = None
             return
         if len(state["seeds"]) != len(self):
-            raise ValueError(f"the checkpoint holds {len(state['seeds'])} environments, this run has {len(self)}")
+            raise UserError(f"the checkpoint holds {len(state['seeds'])} environments, this run has {len(self)}")
         dtype = self.action_space.dtype if isinstance(self.action_space, gym.spaces.Box) else np.int64
         obs = []
         for i in range(len(self)):
@@ -214,7 +231,7 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
-            raise ValueError(f"the replay buffer needs a capacity ≥ 1, got {capacity}")
+            raise UserError(f"the replay buffer needs a capacity ≥ 1, got {capacity}")
         self.capacity, self.size, self.pos = capacity, 0, 0
         self.data: dict[str, Tensor] = {}
 

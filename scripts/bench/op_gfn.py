@@ -1,6 +1,7 @@
 """OP-GFN's trajectory balance against torchgfn's, side by side in one run.
 
     python scripts/bench/op_gfn.py [--iterations 250 --batch-size 128 --height 8 --ndim 2 --seeds 3]
+    python scripts/bench/op_gfn.py --parity --ndim 3     # the same loss and gradients on the same batch
 
 Same hypergrid (R0=0.1, R1=0.5, R2=2), same k-hot encoding, same networks (separate P_F and P_B
 MLPs, 2 hidden layers of 256), same Adam settings (1e-3, log Z 0.1), same batch and iterations.
@@ -50,6 +51,10 @@ def run_ours(args, seed: int) -> tuple[float, float]:
     L.seed_everything(seed, verbose=False)
     model = OPGFN(ndim=args.ndim, height=args.height, loss="tb", batch_size=args.batch_size,
                   hidden_dim=256, n_hidden_layers=2, lr=1e-3, lr_Z=0.1, steps_per_epoch=args.iterations)
+    if args.same_init:  # torchgfn's initial weights for this seed: only the sampled batches differ
+        torch.manual_seed(seed)
+        _, module_pf, module_pb, _ = torchgfn_tb(args)
+        copy_weights(model, module_pf, module_pb)
     trainer = L.Trainer(max_steps=args.iterations, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     start, cpu = time.perf_counter(), time.process_time()
@@ -59,20 +64,8 @@ def run_ours(args, seed: int) -> tuple[float, float]:
 
 
 def run_torchgfn(args, seed: int) -> tuple[float, float]:
-    from gfn.estimators import DiscretePolicyEstimator
-    from gfn.gflownet import TBGFlowNet
-    from gfn.gym import HyperGrid
-    from gfn.preprocessors import KHotPreprocessor
-    from gfn.utils.modules import MLP
-
     torch.manual_seed(seed)
-    env = HyperGrid(ndim=args.ndim, height=args.height, reward_fn_kwargs={"R0": 0.1, "R1": 0.5, "R2": 2.0})
-    pre = KHotPreprocessor(height=args.height, ndim=args.ndim)
-    module_pf = MLP(input_dim=pre.output_dim, output_dim=env.n_actions, hidden_dim=256, n_hidden_layers=2)
-    module_pb = MLP(input_dim=pre.output_dim, output_dim=env.n_actions - 1, hidden_dim=256, n_hidden_layers=2)
-    pf = DiscretePolicyEstimator(module_pf, env.n_actions, preprocessor=pre)
-    pb = DiscretePolicyEstimator(module_pb, env.n_actions, preprocessor=pre, is_backward=True)
-    gfn = TBGFlowNet(pf=pf, pb=pb, init_logZ=0.0)
+    env, module_pf, module_pb, gfn = torchgfn_tb(args)
     opt = torch.optim.Adam(gfn.pf_pb_parameters(), lr=1e-3)
     opt.add_param_group({"params": gfn.logz_parameters(), "lr": 0.1})
     start, cpu = time.perf_counter(), time.process_time()
@@ -86,6 +79,58 @@ def run_torchgfn(args, seed: int) -> tuple[float, float]:
     return args.iterations / wall, args.iterations / cpu, exact_l1(module_pf, args.ndim, args.height)
 
 
+def torchgfn_tb(args, log_Z: float = 0.0):
+    from gfn.estimators import DiscretePolicyEstimator
+    from gfn.gflownet import TBGFlowNet
+    from gfn.gym import HyperGrid
+    from gfn.preprocessors import KHotPreprocessor
+    from gfn.utils.modules import MLP
+
+    env = HyperGrid(ndim=args.ndim, height=args.height, reward_fn_kwargs={"R0": 0.1, "R1": 0.5, "R2": 2.0})
+    pre = KHotPreprocessor(height=args.height, ndim=args.ndim)
+    module_pf = MLP(input_dim=pre.output_dim, output_dim=env.n_actions, hidden_dim=256, n_hidden_layers=2)
+    module_pb = MLP(input_dim=pre.output_dim, output_dim=env.n_actions - 1, hidden_dim=256, n_hidden_layers=2)
+    pf = DiscretePolicyEstimator(module_pf, env.n_actions, preprocessor=pre)
+    pb = DiscretePolicyEstimator(module_pb, env.n_actions, preprocessor=pre, is_backward=True)
+    return env, module_pf, module_pb, TBGFlowNet(pf=pf, pb=pb, init_logZ=log_Z)
+
+
+def copy_weights(ours, module_pf, module_pb) -> None:
+    """torchgfn's MLP (trunk of Linear, ReLU pairs, then last_layer) into ours (one Sequential)."""
+    for net, mlp in ((ours.pf, module_pf), (ours.pb, module_pb)):
+        for i, layer in enumerate((*mlp.trunk[::2], mlp.last_layer)):
+            net[2 * i].load_state_dict(layer.state_dict())
+
+
+def parity(args) -> None:
+    """Both TB losses on one batch of torchgfn's trajectories, from the same weights: the loss and
+    every gradient should agree to float rounding, which rules out any difference in the objective,
+    the parameterisation (masking, log-softmax, P_B) or the scores."""
+    from zoo.op_gfn import OPGFN
+
+    torch.manual_seed(0)
+    env, module_pf, module_pb, gfn = torchgfn_tb(args, log_Z=0.3)
+    ours = OPGFN(ndim=args.ndim, height=args.height, loss="tb", hidden_dim=256, n_hidden_layers=2)
+    copy_weights(ours, module_pf, module_pb)
+    ours.log_Z.data.fill_(0.3)
+    traj = gfn.sample_trajectories(env, n=args.batch_size, save_logprobs=True)
+    loss_t = gfn.loss(env, traj, recalculate_all_logprobs=True)
+    states, actions = traj.states.tensor.clone(), traj.actions.tensor.squeeze(-1)
+    for t in range(1, states.shape[0]):  # torchgfn's sink state -1 after the stop: ours repeats the last state
+        sink = (states[t] == -1).all(-1)
+        states[t][sink] = states[t - 1][sink]
+    mine = ours.score_trajectories(states[: actions.shape[0] + 1], actions)
+    loss_o = ours.loss_of(mine, ours.env.objectives(mine.terminal))
+    (loss_t + loss_o).backward()
+    print(f"TB on one batch of {args.batch_size} torchgfn trajectories, {args.ndim}-D hypergrid of height {args.height}")
+    print(f"loss: torchgfn {loss_t.item():.7f}, zoo {loss_o.item():.7f}")
+    theirs = [*module_pf.parameters(), *module_pb.parameters(), gfn.logZ]
+    mine_p = [*ours.pf.parameters(), *ours.pb.parameters(), ours.log_Z]
+    worst = max((a.grad - b.grad).abs().max().item() / max(a.grad.abs().max().item(), 1e-12)
+                for a, b in zip(theirs, mine_p))
+    print(f"largest gradient difference, relative to the tensor's largest entry: {worst:.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=250)
@@ -94,8 +139,12 @@ def main() -> None:
     parser.add_argument("--ndim", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parity", action="store_true", help="compare the two losses and gradients on one batch")
+    parser.add_argument("--same-init", action="store_true", help="start ours from torchgfn's initial weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.parity:
+        return parity(args)
 
     results = {"zoo": [], "torchgfn": []}
     for seed in range(args.seeds):  # interleaved, so that both see the same machine load

@@ -1,4 +1,6 @@
 """Bad input is rejected with an error that names the file or the flag."""
+import re
+
 import pytest
 import torch
 
@@ -13,12 +15,22 @@ def fit(recipe, method, tmp_path, *args):
                                 "--trainer.default_root_dir", str(tmp_path), *args])
 
 
+def expect_one_line_error(capsys, run, pattern):
+    """The recipe stops with status 2 and one line on stderr that matches ``pattern``."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run()
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
+    assert re.search(pattern, err), err
+
+
 @pytest.mark.parametrize("method", ["lm", "momentum_smoe"])
-def test_empty_corpus_names_the_file(recipe, method, tmp_path):
+def test_empty_corpus_names_the_file(recipe, method, tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n\n")
-    with pytest.raises(ValueError, match=rf"--data.path {empty}: the file is empty"):
-        fit(recipe, method, tmp_path, "--data.path", str(empty))
+    expect_one_line_error(capsys, lambda: fit(recipe, method, tmp_path, "--data.path", str(empty)),
+                      rf"--data.path {empty}: the file is empty")
 
 
 def test_empty_folder_names_the_folder(tmp_path):
@@ -28,20 +40,20 @@ def test_empty_folder_names_the_folder(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["lm", "momentum_smoe"])
-def test_non_utf8_file_names_the_file_and_line(recipe, method, tmp_path):
+def test_non_utf8_file_names_the_file_and_line(recipe, method, tmp_path, capsys):
     folder = tmp_path / "texts"
     folder.mkdir()
     (folder / "a.txt").write_text("fine text\n" * 50)
     bad = folder / "b.txt"
     bad.write_bytes("good line\nsecond line caf".encode() + b"\xe9 au lait\n")
-    with pytest.raises(ValueError, match=rf"--data.path {bad}: not UTF-8 text \(line 2"):
-        fit(recipe, method, tmp_path, "--data.path", str(folder))
+    expect_one_line_error(capsys, lambda: fit(recipe, method, tmp_path, "--data.path", str(folder)),
+                      rf"--data.path {bad}: not UTF-8 text \(line 2")
 
 
 @pytest.mark.parametrize("method", ["lm", "momentum_smoe"])
-def test_sequence_longer_than_the_context_names_the_flags(recipe, method, tmp_path):
-    with pytest.raises(ValueError, match=r"--data.block_size 65 is longer than the model's context.*--model.n_positions"):
-        fit(recipe, method, tmp_path, "--data.block_size", "65")
+def test_sequence_longer_than_the_context_names_the_flags(recipe, method, tmp_path, capsys):
+    expect_one_line_error(capsys, lambda: fit(recipe, method, tmp_path, "--data.block_size", "65"),
+                      r"--data.block_size 65 is longer than the model's context.*--model.n_positions")
 
 
 def test_smoe_forward_rejects_a_sequence_past_the_context():

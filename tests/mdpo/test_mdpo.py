@@ -2,6 +2,7 @@
 optimisers untouched, the off-policy variant resumes exactly and runs under DDP, a released policy
 acts in one call, validate logs the return, bad input fails clearly, and (slow) CartPole is solved in
 100k steps by the final model."""
+import re
 import subprocess
 import sys
 
@@ -175,9 +176,11 @@ def test_unknown_class_fails_clearly(capsys):
     assert "NoSuchMDPO" in capsys.readouterr().err
 
 
-def test_nan_observation_fails_clearly(tmp_path):
-    with pytest.raises(ValueError, match=r"NaN.*step 3"):
+def test_nan_observation_fails_clearly(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
         fit(tmp_path, "--model.env", "tests.mdpo.envs:NaNAfter")
+    assert exit.value.code == 2
+    assert re.search(r"error: env 'tests.mdpo.envs:NaNAfter': observation with NaN.*step 3", capsys.readouterr().err)
 
 
 @pytest.mark.slow

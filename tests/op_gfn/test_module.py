@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from zoo.op_gfn import OPGFN
+from zoo.op_gfn.objective import backward_kl_to_uniform, db_log_reward, tb_log_reward
 
 from ..conftest import ROOT
 
@@ -44,6 +45,72 @@ def test_uniform_backward_policy_is_one_over_the_number_of_parents():
     kids = traj.states[1:][traj.moved]
     parents = (kids > 0).sum(-1).float()
     torch.testing.assert_close(traj.log_pb[traj.moved], -parents.log())
+
+
+@pytest.mark.parametrize("loss", ["op_tb", "db", "op_db"])
+def test_log_Z_exists_only_where_the_loss_uses_it(loss):
+    """Under op_tb, db and op_db log Z has no (or a ~1e-9 rounding) gradient: it is no parameter, so Adam
+    cannot walk it, and train/log_Z is not logged."""
+    m = OPGFN(height=5, hidden_dim=16, batch_size=16, loss=loss, steps_per_epoch=5)
+    assert m.log_Z is None and not any("log_Z" in k for k in m.state_dict())
+    assert len(m.configure_optimizers().param_groups) == 1
+    trainer = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, log_every_n_steps=1, accelerator="cpu", num_sanity_val_steps=0)
+    trainer.fit(m)
+    assert "train/loss" in trainer.callback_metrics and "train/log_Z" not in trainer.callback_metrics
+    tb = train(OPGFN(height=5, hidden_dim=16, batch_size=16, loss="tb"), 5)
+    assert tb.log_Z.item() != 0.0  # tb learns it, at lr_Z
+
+
+def hand_loss(m: OPGFN, traj, obj, kl_weight: float, order_weight: float):
+    """The official OP losses assembled term by term from objective.py and the networks."""
+    kl = backward_kl_to_uniform(traj.log_pb_all, traj.parents)
+    if m.hparams.loss == "op_tb":
+        return m.order_loss(tb_log_reward(traj.log_pf.sum(0), traj.log_pb.sum(0)), obj) + kl_weight * kl
+    log_F = m.log_flow(m.env.encode(traj.states.flatten(0, 1))).view(traj.states.shape[:2])
+    residuals = (log_F[:-1] + traj.log_pf - log_F[1:] - traj.log_pb)[traj.moved]
+    B = obj.shape[0]
+    db = residuals.pow(2).sum() / (residuals.numel() + B)  # every stop transition counts, with residual 0
+    stop_t = traj.stopped.float().argmax(0)
+    b = torch.arange(B)
+    order = m.order_loss(db_log_reward(log_F[stop_t, b], traj.log_pf[stop_t, b]), obj)
+    return db + order_weight * order + kl_weight * kl
+
+
+@pytest.mark.parametrize("loss", ["op_tb", "op_db"])
+def test_kl_and_order_weights_by_hand(loss):
+    m = OPGFN(height=5, hidden_dim=16, loss=loss, kl_weight=0.3, order_weight=0.7)
+    traj = m.sample_trajectories(32, epsilon=0.2)
+    # log_pb_all holds the backward policy of every state reached by a move; its taken entries are log_pb
+    kids_actions = traj.actions[traj.moved]
+    torch.testing.assert_close(traj.log_pb_all.gather(1, kids_actions[:, None]).squeeze(1), traj.log_pb[traj.moved])
+    assert traj.parents.tolist() == (traj.states[1:][traj.moved] > 0).tolist()
+    obj = m.checked_objectives(traj.terminal)
+    state = m.generator.get_state()  # the order loss draws its pairs from the generator
+    got = m.loss_of(traj, obj)
+    m.generator.set_state(state)
+    expected = hand_loss(m, traj, obj, 0.3, 0.7)
+    torch.testing.assert_close(got, expected)
+    assert backward_kl_to_uniform(traj.log_pb_all, traj.parents) > 0  # a random P_B is not uniform
+    m.generator.set_state(state)
+    without = OPGFN(height=5, hidden_dim=16, loss=loss, kl_weight=0.0, order_weight=0.7)
+    without.load_state_dict(m.state_dict())
+    without._generator = m.generator
+    assert without.loss_of(traj, obj) < got
+
+
+def test_validation_names_the_distance_to_R_for_what_it_is():
+    """tb targets R/Z (val/l1); op_tb a learned reward, so its distance to R/Z is val/l1_to_reward."""
+    logged = {}
+    for loss in ("tb", "op_tb"):
+        m = OPGFN(height=5, hidden_dim=16, batch_size=16, loss=loss, steps_per_epoch=3)
+        trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0)
+        trainer.fit(m)
+        logged[loss] = set(trainer.callback_metrics)
+    assert "val/l1" in logged["tb"] and "val/l1_to_reward" not in logged["tb"]
+    assert "val/l1_to_reward" in logged["op_tb"] and "val/l1" not in logged["op_tb"]
+    assert {"val/order_agreement", "val/mode_mass", "val/modes_found"} <= logged["op_tb"] & logged["tb"]
 
 
 def test_tb_reaches_exact_l1_below_0_03_on_the_8x8_hypergrid():

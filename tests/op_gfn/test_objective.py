@@ -7,11 +7,13 @@ import torch
 
 from zoo.op_gfn.data import HyperGrid, MultiObjectiveGrid, make_env
 from zoo.op_gfn.objective import (
+    backward_kl_to_uniform,
     db_log_reward,
     detailed_balance,
     exact_terminal_distribution,
     hypervolume,
     l1_distance,
+    order_agreement,
     order_preserving_loss,
     pairwise_order_targets,
     pareto_mask,
@@ -54,8 +56,45 @@ def test_detailed_balance_of_a_two_step_trajectory_by_hand():
 
 
 def test_learned_log_rewards():
-    assert tb_log_reward(t(1.0), t([-2.0]), t([-0.5])).item() == pytest.approx(1.0 - 2.0 + 0.5)
+    assert tb_log_reward(t([-2.0]), t([-0.5])).item() == pytest.approx(-2.0 + 0.5)
     assert db_log_reward(t([0.7]), t([-0.2])).item() == pytest.approx(0.5)
+
+
+def test_log_Z_cancels_in_the_order_loss():
+    """Why OP-TB learns no log Z: adding it to every candidate's log R̂ leaves L_OP unchanged."""
+    log_r_hat, targets = t([[0.3, -1.2, 0.8]]), t([[0.5, 0.0, 0.5]])
+    assert order_preserving_loss(log_r_hat + 4.2, targets).item() == pytest.approx(
+        order_preserving_loss(log_r_hat, targets).item(), rel=1e-6)
+
+
+def test_backward_kl_to_uniform_by_hand():
+    # state 1: two parents, P_B = (0.8, 0.2), U = (½, ½): KL(U‖P_B) = ½ log(½/0.8) + ½ log(½/0.2)
+    # state 2: three actions of which two are parents, P_B = (0.5, 0.5) on them: KL = 0
+    # state 3: one parent, P_B = 1 → clamped to 1 − ε as the official code: KL = −log(1 − ε)
+    eps = torch.finfo(torch.float32).eps
+    log_pb = torch.log(t([[0.8, 0.2, 0.0], [0.5, 0.0, 0.5], [0.0, 1.0, 0.0]]))
+    parents = t([[True, True, False], [True, False, True], [False, True, False]])
+    per_state = [0.5 * math.log(0.5 / 0.8) + 0.5 * math.log(0.5 / 0.2), 0.0, -math.log(1 - eps)]
+    got = backward_kl_to_uniform(log_pb, parents)
+    assert got.item() == pytest.approx(sum(per_state) / 3, rel=1e-5)
+    # the official form: torch's KLDivLoss(log P_B, U) with batchmean, masked actions have U = 0
+    uniform = parents.float() / parents.sum(-1, keepdim=True)
+    official = torch.nn.KLDivLoss(reduction="batchmean")(log_pb.exp().clamp(eps, 1 - eps).log(), uniform)
+    assert got.item() == pytest.approx(official.item(), rel=1e-5)
+    assert backward_kl_to_uniform(torch.log(t([[0.5, 0.5]])), t([[True, True]])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_order_agreement_by_hand():
+    # rewards 3 > 2 > 1 = 1: ordered pairs (a,b), (a,c), (a,d), (b,c), (b,d); c, d tie and do not count
+    r = t([[3.0], [2.0], [1.0], [1.0]])
+    assert order_agreement(t([0.4, 0.3, 0.2, 0.1]), r).item() == pytest.approx(1.0)
+    # b below c: (b, c) disagrees; b equal to d: (b, d) counts ½ → (3 + 0 + ½) / 5
+    assert order_agreement(t([0.5, 0.1, 0.3, 0.1]), r).item() == pytest.approx(3.5 / 5)
+    # Pareto order on two objectives: (2,2) ≻ (1,1); (2,0) and (0,2) are incomparable with the others but
+    # (2,2) ≻ (2,0) and (2,2) ≻ (0,2); (1,1) and (2,0) incomparable
+    obj = t([[2.0, 2.0], [1.0, 1.0], [2.0, 0.0], [0.0, 2.0]])
+    assert order_agreement(t([0.1, 0.2, 0.3, 0.4]), obj).item() == pytest.approx(0.0)
+    assert order_agreement(t([0.4, 0.2, 0.3, 0.1]), obj).item() == pytest.approx(1.0)
 
 
 def test_pairwise_targets_strict_orders_and_ties():

@@ -37,15 +37,17 @@ def test_datamodule_prepares_the_four_evaluations():
     assert dm.num_features == 64
     full = D.clean(contextual_sbm(n_nodes=400))
     n_und = full.edge_index.shape[1] // 2
-    # held-out edges: 5 % val and 10 % test, gone from the graph that training sees, with as many non-edges
-    assert g.link_test_pos.shape[1] == pytest.approx(0.1 * n_und, abs=1)
-    assert g.link_val_pos.shape[1] == pytest.approx(0.05 * n_und, abs=1)
+    # held-out edges: 10 % val and 20 % test (the official split), gone from the graph that training sees,
+    # with as many non-edges; the node tasks embed the whole graph
+    assert g.link_test_pos.shape[1] == pytest.approx(0.2 * n_und, abs=1)
+    assert g.link_val_pos.shape[1] == pytest.approx(0.1 * n_und, abs=1)
     assert g.link_test_neg.shape == g.link_test_pos.shape
     train = set(zip(*g.edge_index.tolist()))
     assert not any((a, b) in train or (b, a) in train for a, b in zip(*g.link_test_pos.tolist()))
     assert g.edge_index.shape[1] == 2 * (n_und - g.link_test_pos.shape[1] - g.link_val_pos.shape[1])
-    assert torch.bincount(g.split).tolist() == [40, 40, 320]
+    assert torch.equal(g.full_edge_index, full.edge_index)
     assert sorted(g.partition.unique().tolist()) == [0, 1, 2, 3]
+    assert torch.equal(g.partition, D.metis_partition(full.edge_index, 400, 4, 0))  # of the whole graph, as the official
 
 
 def test_user_graph_from_csv(tmp_path):
@@ -164,8 +166,38 @@ def test_real_cora_loads_offline(tmp_path):
     dm = GraphDataModule(name="Cora", root=str(tmp_path), n_partitions=10)
     g = dm.graph
     assert g.x.shape == (2708, 1433) and int(g.y.max()) == 6
-    # Cora has 5278 undirected edges; 15 % are held out for link prediction
+    # Cora has 5278 undirected edges; 30 % are held out for link prediction
     held = g.link_val_pos.shape[1] + g.link_test_pos.shape[1]
-    assert held == pytest.approx(0.15 * 5278, abs=2)
+    assert held == pytest.approx(0.3 * 5278, abs=2)
     assert g.edge_index.shape[1] == 2 * (5278 - held)
     assert torch.bincount(g.partition, minlength=10).min() > 200  # METIS parts are balanced
+
+
+def test_a_header_is_told_from_a_bad_first_row_by_its_content(tmp_path):
+    feats = write(tmp_path / "feats.csv", "1,0\n0,1\n1,1\n")
+    bad_first = write(tmp_path / "bad.csv", "0,x\n0,1\n1,2\n")
+    with pytest.raises(GraphDataError, match=r"bad\.csv: line 1: expected integers, got '0,x'"):
+        load_user_graph(bad_first, feats)
+    headed = write(tmp_path / "headed.csv", "source,target\n0,1\n1,2\n")
+    assert load_user_graph(headed, feats).edge_index.tolist() == [[0, 1], [1, 2]]
+    second_header = write(tmp_path / "twice.csv", "source,target\n0,1\nsource,target\n")
+    with pytest.raises(GraphDataError, match=r"twice\.csv: line 3: expected integers"):
+        load_user_graph(second_header, feats)
+
+
+def test_a_graph_too_small_for_the_evaluation_says_so_up_front(tmp_path):
+    edges = write(tmp_path / "edges.csv", "0,1\n1,2\n2,3\n")
+    feats = write(tmp_path / "feats.csv", "1,0\n0,1\n1,1\n0,0\n")
+    labels = write(tmp_path / "labels.csv", "0\n1\n0\n1\n")
+    with pytest.raises(GraphDataError, match=r"graph too small for the evaluation: its 3 edges leave 0 validation and "
+                                             r"0 test edges .*its 4 nodes leave 1 training"):
+        GraphDataModule(path=str(edges), features=str(feats), labels=str(labels), n_partitions=2)
+    dm = GraphDataModule(path=str(edges), features=str(feats), downstream=["partition"], n_partitions=2)
+    assert dm.graph.partition.numel() == 4
+
+
+def test_a_name_and_a_path_together_are_refused(tmp_path):
+    edges = write(tmp_path / "edges.csv", "0,1\n1,2\n")
+    feats = write(tmp_path / "feats.csv", "1,0\n0,1\n1,1\n")
+    with pytest.raises(GraphDataError, match=r"--data.path .*edges\.csv and --data.name Cora both name a graph"):
+        GraphDataModule(name="Cora", path=str(edges), features=str(feats))

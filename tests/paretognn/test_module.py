@@ -7,7 +7,9 @@ import torch
 from zoo.paretognn import GraphDataModule, ParetoGNN
 from zoo.paretognn.downstream import evaluate
 from zoo.paretognn.module import split_link_targets
+from zoo.paretognn.nets import Encoder
 from zoo.paretognn.objective import TASKS, mgda_weights
+from zoo.paretognn.views import link_batch, neighbour_blocks, saint_nodes
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +92,88 @@ def test_other_encoders(graph, conv):
 
 
 def test_subgraph_sampling(graph):
-    m = tiny(subgraph_nodes=80)
+    m = tiny(views="shared", subgraph_nodes=80)
     x, edge_index = m.sample_subgraph(graph)
     assert x.shape == (80, 16) and edge_index.max() < 80 and edge_index.shape[1] > 0
-    full = tiny(subgraph_nodes=0).sample_subgraph(graph)
-    assert full[0] is graph.x
+    assert tiny(views="shared", subgraph_nodes=0).sample_subgraph(graph)[0] is graph.x
+    assert tiny(views="per_task", subgraph_nodes=80).sample_subgraph(graph)[0] is graph.x  # each task draws its own
+
+
+def test_a_frozen_encoder_layer_keeps_head_gradients_out_of_mgda(graph):
+    """The shared slice is found by name: with the first encoder layer frozen (fine-tuning), the old
+    slice "the first numel(encoder) entries" ran into the heads' gradients."""
+    m = tiny()
+    for p in m.encoder.convs[0].parameters():
+        p.requires_grad_(False)
+    state = m.generator.get_state()
+    losses, grads = m.task_gradients(graph.x, graph.edge_index)
+    names = [n for n, p in m.named_parameters() if p.requires_grad]
+    sizes = [p.numel() for p in m.parameters() if p.requires_grad]
+    shared = torch.cat([torch.full((s,), n.startswith("encoder."), dtype=torch.bool) for n, s in zip(names, sizes)])
+    assert not shared[-1] and shared.sum() < sum(p.numel() for p in m.encoder.parameters())
+    expected = mgda_weights(grads[:, shared], "l2", losses)
+    m.generator.set_state(state)
+    _, alpha, _ = m.combined_gradient(graph)
+    torch.testing.assert_close(alpha, expected)
+    old_slice = mgda_weights(grads[:, :sum(p.numel() for p in m.encoder.parameters())], "l2", losses)
+    assert not torch.allclose(old_slice, expected, atol=1e-3)  # what the positional slice gave
+    for p in m.encoder.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="every encoder parameter is frozen"):
+        m.combined_gradient(graph)
+
+
+def test_per_task_views_follow_the_official_collator(graph):
+    m = tiny(batch_size=5, khop=1, minsg_multiplier=5, decor_nodes=60, recon_nodes=0)
+    x, ei = graph.x, graph.edge_index
+    # InfoNCE: the 1-hop subgraph around 5 random nodes, since the graph has more than 5 × 5 nodes
+    xv, eiv = m.view("minsg", x, ei)
+    degree = torch.bincount(ei[0], minlength=200)
+    assert 5 < xv.shape[0] <= 5 + 5 * int(degree.max()) and eiv.max() < xv.shape[0]
+    # DGI (multiplier 0) and reconstruction (no budget): the whole graph
+    assert m.view("ming", x, ei)[0] is x and m.view("recon", x, ei)[0] is x
+    # CCA-SSG: a GraphSAINT node sample of at most 60 distinct nodes
+    xd, eid = m.view("decor", x, ei)
+    assert 20 < xd.shape[0] <= 60 and eid.max() < xd.shape[0]
+    # GraphSAINT draws nodes in proportion to their degree
+    g = torch.Generator().manual_seed(0)
+    counts = torch.zeros(200)
+    for _ in range(200):
+        counts[saint_nodes(ei, 200, 20, g)] += 1
+    high, low = degree >= degree.float().quantile(0.8), degree <= degree.float().quantile(0.2)
+    assert counts[high].mean() > 1.5 * counts[low].mean()
+    # the link task: 10 × batch_size edges and as many non-edges
+    pos, neg = link_batch(ei, 200, 50, 2, g)
+    edges = set(zip(*ei.tolist()))
+    assert pos.shape == (2, 50) and all(e in edges for e in zip(*pos.tolist()))
+    assert neg.shape == (2, 100) and not any(e in edges for e in zip(*neg.tolist())) and (neg[0] != neg[1]).all()
+    assert torch.isfinite(m.task_loss("link", x, ei))
+
+
+def test_neighbour_blocks_sample_each_layer_and_give_the_full_graph_result_with_large_fanouts(graph):
+    ei, g = graph.edge_index, torch.Generator().manual_seed(0)
+    seeds = torch.tensor([3, 17, 42, 99])
+    nodes, blocks = neighbour_blocks(ei, 200, seeds, [4, 2], g)
+    assert nodes[:4].tolist() == seeds.tolist() and len(set(nodes.tolist())) == nodes.numel()
+    edges = set(zip(*ei.tolist()))
+    (e0, n0), (e1, n1) = blocks
+    assert n1 == 4 and n0 > 4 and e0[1].max() < n0 and e1[1].max() < n1
+    for (e, n_dst), fanout in zip(blocks, [4, 2]):
+        assert all((int(nodes[a]), int(nodes[b])) in edges for a, b in zip(*e.tolist()))  # real edges, message a → b
+        kept = torch.bincount(e[1], minlength=n_dst)
+        full = torch.bincount(ei[1], minlength=200)[nodes[:n_dst]]
+        assert torch.equal(kept, full.clamp(max=fanout))  # min(degree, fanout) neighbours per node
+    # with fanouts above every degree, a mean-aggregating encoder gives the seeds' full-graph embeddings
+    enc = Encoder(16, (8, 8), conv="sage", norm="none")
+    nodes, blocks = neighbour_blocks(ei, 200, seeds, [1000, 1000], g)
+    torch.testing.assert_close(enc.forward_blocks(graph.x[nodes], blocks), enc(graph.x, ei)[seeds])
+
+
+def test_bad_view_settings_name_the_flag():
+    with pytest.raises(ValueError, match="--model.link_fanouts needs a fanout for each encoder layer"):
+        tiny(link_fanouts=[15])
+    with pytest.raises(ValueError, match="--model.batch_size must be at least 1"):
+        tiny(batch_size=0)
 
 
 def test_link_targets_leave_the_graph_in_both_directions(graph):
@@ -109,8 +188,9 @@ def test_link_targets_leave_the_graph_in_both_directions(graph):
 def test_a_short_run_learns():
     dm = GraphDataModule(n_nodes=600, n_partitions=5, steps_per_epoch=40)
     torch.manual_seed(0)
-    m = ParetoGNN(in_channels=64, hidden_dims=(64, 32), predictor_dim=64, lr=3e-3)
-    before = evaluate(m.embed(dm.graph), dm.graph)
+    m = ParetoGNN(in_channels=64, hidden_dims=(64, 32), predictor_dim=64, lr=3e-3, eval_repeats=1)
+    with torch.no_grad():
+        before = evaluate(*m.evaluation_embeddings(dm.graph), dm.graph, repeats=1)
     trainer = L.Trainer(max_steps=40, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(m, dm)

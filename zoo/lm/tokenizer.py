@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from zoo.errors import UserError
 from zoo.hub import ROOT
 
 EOS = "<|endoftext|>"
@@ -26,7 +27,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 4096, min_frequency: int =
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 258:
-        raise ValueError(f"--model.vocab_size must be at least 258 (256 bytes + EOS + PAD), got {vocab_size}")
+        raise UserError(f"--model.vocab_size must be at least 258 (256 bytes + EOS + PAD), got {vocab_size}")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -91,6 +92,6 @@ def tokenizer_from_files(files: dict[str, str]):
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in files.items():
             if Path(name).name != name:
-                raise ValueError(f"a tokenizer file name must be a plain name, got {name!r}")
+                raise UserError(f"a tokenizer file name must be a plain name, got {name!r}")
             (Path(tmp) / name).write_text(text, encoding="utf-8")
         return AutoTokenizer.from_pretrained(tmp)

@@ -2,11 +2,14 @@
 
     loss = tb | db          trajectory / detailed balance on the reward R(x)^β
     loss = op_tb | op_db    the reward the flow implies, log R̂(x), trained only to respect the order
-                            of the candidates: pairs for one objective, Pareto sets for several
+                            of the candidates: pairs for one objective, Pareto sets for several;
+                            OP-DB's order term weighted by λ_OP (order_weight)
+    kl_weight = λ_KL        the official "-KL" regulariser λ_KL · KL(U ‖ P_B) of a learned P_B
 
 Each training step samples ``batch_size`` trajectories on-policy (with an ε-uniform exploration
-mixture), evaluates the loss of zoo/op_gfn/objective.py on them and takes one Adam step. Validation
-enumerates the state space, where the environment allows it, for the exact sampling distribution.
+mixture), evaluates the loss of zoo/op_gfn/objective.py on them and takes one Adam step. log Z is a
+parameter only under ``tb``, the one loss that uses it. Validation enumerates the state space, where
+the environment allows it, for the exact sampling distribution.
 """
 from __future__ import annotations
 
@@ -23,11 +26,13 @@ from zoo.module import Steps, ZooModule
 from zoo.op_gfn.data import Environment, make_env
 from zoo.op_gfn.nets import mlp
 from zoo.op_gfn.objective import (
+    backward_kl_to_uniform,
     db_log_reward,
     detailed_balance,
     exact_terminal_distribution,
     hypervolume,
     l1_distance,
+    order_agreement,
     order_preserving_loss,
     pairwise_order_targets,
     pareto_mask,
@@ -65,6 +70,8 @@ class Trajectories:
     log_pb: Tensor  # [T, B], log P_B(s_t | s_{t+1}) for moves, 0 on stops and padding
     moved: Tensor  # [T, B] bool: a non-stop action was taken
     stopped: Tensor  # [T, B] bool: the stop action was taken
+    log_pb_all: Tensor  # [M, A−1]: log P_B of every backward action in the M states reached by a move
+    parents: Tensor  # [M, A−1] bool: the valid backward actions of those states
 
     @property
     def terminal(self) -> Tensor:
@@ -76,7 +83,7 @@ def masked_log_softmax(logits: Tensor, mask: Tensor) -> Tensor:
 
 
 class OPGFN(ZooModule):
-    curve_metrics = ("val/l1", "val/modes_found", "val/pareto_found", "train/loss")
+    curve_metrics = ("val/l1", "val/order_agreement", "val/mode_mass", "val/pareto_mass", "train/loss")
     code_hparams = ("env",)
 
     def __init__(
@@ -91,6 +98,8 @@ class OPGFN(ZooModule):
         env_kwargs: dict[str, Any] | None = None,
         loss: Literal["tb", "db", "op_tb", "op_db"] = "tb",
         beta: float = 1.0,
+        kl_weight: float = 0.0,
+        order_weight: float = 0.1,
         hidden_dim: int = 256,
         n_hidden_layers: int = 2,
         uniform_pb: bool = False,
@@ -112,13 +121,18 @@ class OPGFN(ZooModule):
             env_kwargs: keyword arguments of a user environment class.
             loss: ``tb``/``db`` train on R(x)^β; ``op_tb``/``op_db`` on the order only.
             beta: reward exponent of the tb/db baselines.
+            kl_weight: λ_KL of the term λ_KL · KL(U ‖ P_B) that keeps a learned backward policy near the
+                uniform one U (the official OP-TB/OP-DB's KL_weight: 0 by default, 0.1 in the "-KL"
+                variants); any loss; nothing to do with ``uniform_pb``.
+            order_weight: λ_OP, the weight of OP-DB's order term against its detailed balance (the
+                official CE_weight, 0.1 in its commands); OP-TB's order term is its whole loss.
             hidden_dim: width of the policy MLPs.
             n_hidden_layers: hidden layers of the policy MLPs.
             uniform_pb: a fixed uniform backward policy instead of a learned one.
             epsilon: probability of a uniformly random valid action while sampling for training.
             batch_size: trajectories sampled per training step.
             lr: Adam learning rate of the networks.
-            lr_Z: Adam learning rate of log Z.
+            lr_Z: Adam learning rate of log Z (``tb`` only: no other loss uses log Z).
             steps_per_epoch: training steps between two validations.
             top_k: k of the mean reward of the best k distinct samples.
             init_from: start from a released checkpoint (id or path).
@@ -133,11 +147,15 @@ class OPGFN(ZooModule):
             raise ValueError(f"--model.R0 must be > 0 for --model.loss {loss}: log R(x) is −inf where R(x) = 0")
         if not 0 <= epsilon <= 1:
             raise ValueError(f"--model.epsilon must lie in [0, 1], got {epsilon}")
+        for name, value in (("kl_weight", kl_weight), ("order_weight", order_weight)):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"--model.{name} must be a finite number ≥ 0, got {value}")
         e = self.env
         self.pf = mlp(e.obs_dim, hidden_dim, n_hidden_layers, e.n_actions)
         self.pb = None if uniform_pb else mlp(e.obs_dim, hidden_dim, n_hidden_layers, e.n_actions - 1)
         self.log_flow = mlp(e.obs_dim, hidden_dim, n_hidden_layers, 1) if loss in ("db", "op_db") else None
-        self.log_Z = nn.Parameter(torch.zeros(()))
+        # log Z exists only where the loss uses it: an unused parameter would still be stepped by Adam
+        self.log_Z = nn.Parameter(torch.zeros(())) if loss == "tb" else None
         n_states = len(e.all_states()) if hasattr(e, "all_states") else 0
         self.visited = VisitedStates(n_states)
         self.register_buffer("n_trajectories", torch.zeros((), dtype=torch.long))
@@ -177,29 +195,36 @@ class OPGFN(ZooModule):
                     break
             else:
                 raise RuntimeError(f"--model.env: trajectories ran past max_length={env.max_length} without stopping")
-        states_t, actions_t = torch.stack(states), torch.stack(actions)
-        taken = actions_t >= 0
-        stopped = actions_t == env.n_actions - 1
-        moved = taken & ~stopped
-        parents = states_t[:-1][taken]
-        log_pf = masked_log_softmax(self.pf(env.encode(parents)), env.forward_mask(parents))
-        log_pf = torch.zeros(taken.shape, device=dev).index_put(
-            taken.nonzero(as_tuple=True), log_pf.gather(1, actions_t[taken][:, None]).squeeze(1))
-        log_pb = self.backward_log_probs(states_t[1:], actions_t, moved)
-        return Trajectories(states_t, actions_t, log_pf, log_pb, moved, stopped)
+        return self.score_trajectories(torch.stack(states), torch.stack(actions))
 
-    def backward_log_probs(self, children: Tensor, actions: Tensor, moved: Tensor) -> Tensor:
-        """log P_B(s_t | s_{t+1}) for the moves (0 elsewhere), computed only on the moves' children."""
+    def score_trajectories(self, states: Tensor, actions: Tensor) -> Trajectories:
+        """log P_F and log P_B of every transition of given trajectories (states [T+1, B, ·], a stopped
+        trajectory repeating its last state; actions [T, B], −1 once stopped), with gradients."""
+        env = self.env
+        taken = actions >= 0
+        stopped = actions == env.n_actions - 1
+        moved = taken & ~stopped
+        parents = states[:-1][taken]
+        log_pf = masked_log_softmax(self.pf(env.encode(parents)), env.forward_mask(parents))
+        log_pf = torch.zeros(taken.shape, device=states.device).index_put(
+            taken.nonzero(as_tuple=True), log_pf.gather(1, actions[taken][:, None]).squeeze(1))
+        log_pb, log_pb_all, parents = self.backward_log_probs(states[1:], actions, moved)
+        return Trajectories(states, actions, log_pf, log_pb, moved, stopped, log_pb_all, parents)
+
+    def backward_log_probs(self, children: Tensor, actions: Tensor, moved: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """log P_B(s_t | s_{t+1}) for the moves (0 elsewhere), computed only on the moves' children; and
+        log P_B of every backward action of those children [M, A−1] with their valid-action mask."""
         out = torch.zeros(moved.shape, device=children.device)
         kids, acts = children[moved], actions[moved]
-        if kids.shape[0] == 0:
-            return out
         mask = self.env.backward_mask(kids)
         if self.pb is None:
-            log_pb = -mask.sum(-1).float().log()
+            log_pb_all = torch.where(mask, -mask.sum(-1, keepdim=True).float().log(), -math.inf)
         else:
-            log_pb = masked_log_softmax(self.pb(self.env.encode(kids)), mask).gather(1, acts[:, None]).squeeze(1)
-        return out.index_put((moved.nonzero(as_tuple=True)), log_pb)
+            log_pb_all = masked_log_softmax(self.pb(self.env.encode(kids)), mask)
+        if kids.shape[0] == 0:
+            return out, log_pb_all, mask
+        log_pb = log_pb_all.gather(1, acts[:, None]).squeeze(1)
+        return out.index_put((moved.nonzero(as_tuple=True)), log_pb), log_pb_all, mask
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
@@ -228,12 +253,20 @@ class OPGFN(ZooModule):
         return order_preserving_loss(log_r_hat, pareto_targets(obj))  # Pareto: the whole batch is one set
 
     def loss_of(self, traj: Trajectories, obj: Tensor) -> Tensor:
+        """The loss of the batch, with λ_KL · KL(U ‖ P_B) over the states reached by a move where
+        ``kl_weight`` > 0 and P_B is learned."""
+        loss = self.balance_loss(traj, obj)
+        if self.hparams.kl_weight > 0 and self.pb is not None:
+            loss = loss + self.hparams.kl_weight * backward_kl_to_uniform(traj.log_pb_all, traj.parents)
+        return loss
+
+    def balance_loss(self, traj: Trajectories, obj: Tensor) -> Tensor:
         hp = self.hparams
         if hp.loss in ("tb", "op_tb"):
             log_pf, log_pb = traj.log_pf.sum(0), traj.log_pb.sum(0)
             if hp.loss == "tb":
                 return trajectory_balance(self.log_Z, log_pf, log_pb, hp.beta * obj[:, 0].log())
-            return self.order_loss(tb_log_reward(self.log_Z, log_pf, log_pb), obj)
+            return self.order_loss(tb_log_reward(log_pf, log_pb), obj)
         # detailed balance: every move s → s', then the stop transition x → s_f
         log_F = self.log_flow(self.env.encode(traj.states.flatten(0, 1))).float().view(traj.states.shape[:2])
         move = traj.moved
@@ -246,9 +279,14 @@ class OPGFN(ZooModule):
                                     torch.cat([traj.log_pf[move], log_pf_stop]),
                                     torch.cat([log_F[1:][move], log_R]),
                                     torch.cat([traj.log_pb[move], torch.zeros_like(log_R)]))
-        internal = (detailed_balance(log_F[:-1][move], traj.log_pf[move], log_F[1:][move], traj.log_pb[move])
-                    if move.any() else log_F.sum() * 0)
-        return internal + self.order_loss(db_log_reward(log_F_x, log_pf_stop), obj)
+        # OP-DB: the stop transition balances by definition against the learned reward
+        # log R̂(x) = log F(x) + log P_F(s_f | x); it enters the mean with residual 0, as in the official code
+        log_r_hat = db_log_reward(log_F_x, log_pf_stop)
+        internal = detailed_balance(torch.cat([log_F[:-1][move], log_F_x]),
+                                    torch.cat([traj.log_pf[move], log_pf_stop]),
+                                    torch.cat([log_F[1:][move], log_r_hat]),
+                                    torch.cat([traj.log_pb[move], torch.zeros_like(log_r_hat)]))
+        return internal + hp.order_weight * self.order_loss(log_r_hat, obj)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         traj = self.sample_trajectories(self.hparams.batch_size, self.hparams.epsilon)
@@ -262,8 +300,10 @@ class OPGFN(ZooModule):
             if "mode" in en and self.all_modes_at < 0 and self.modes_found(self.visited.visited > 0) == en["n_modes"]:
                 self.all_modes_at.fill_(int(self.n_trajectories))
         if self.logging_step():
-            self.log_dict({"train/loss": loss, "train/log_Z": self.log_Z.detach(), "train/mean_objective": obj.mean(),
-                           "train/trajectories": self.n_trajectories.float()}, batch_size=traj.terminal.shape[0])
+            log = {"train/loss": loss, "train/mean_objective": obj.mean(), "train/trajectories": self.n_trajectories.float()}
+            if self.log_Z is not None:
+                log["train/log_Z"] = self.log_Z.detach()
+            self.log_dict(log, batch_size=traj.terminal.shape[0])
             self.log("loss", loss, prog_bar=True, logger=False, batch_size=traj.terminal.shape[0])
         return loss
 
@@ -328,14 +368,16 @@ class OPGFN(ZooModule):
         en, hp = self.enumeration, self.hparams
         p = self.exact_distribution()
         visited = self.visited.compute()
-        obj, best = en["objectives"], en["best"]
+        obj, best, terminal = en["objectives"], en["best"], en["terminal"]
+        self.log("val/order_agreement", order_agreement(p[terminal], obj[terminal]), batch_size=1)
         if obj.shape[1] == 1:
-            beta = hp.beta if hp.loss in ("tb", "db") else 1.0
-            target = obj[:, 0].pow(beta) * en["terminal"]
+            # tb/db target R^β/Z; the OP losses target a learned reward, so their distance to R/Z is named for what it is
+            trains_on_r = hp.loss in ("tb", "db")
+            target = obj[:, 0].pow(hp.beta if trains_on_r else 1.0) * terminal
             found = obj[visited, 0]
             k = min(hp.top_k, found.numel())
             self.log_dict({
-                "val/l1": l1_distance(p, target / target.sum()),
+                "val/l1" if trains_on_r else "val/l1_to_reward": l1_distance(p, target / target.sum()),
                 "val/modes_found": self.modes_found(visited).float(),
                 "val/mode_states_found": visited[best].sum().float(),
                 "val/mode_mass": p[best].sum(),
@@ -355,8 +397,10 @@ class OPGFN(ZooModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         nets = [p for n, p in self.named_parameters() if n != "log_Z"]
-        return torch.optim.Adam([{"params": nets, "lr": self.hparams.lr},
-                                 {"params": [self.log_Z], "lr": self.hparams.lr_Z}])
+        groups = [{"params": nets, "lr": self.hparams.lr}]
+        if self.log_Z is not None:
+            groups.append({"params": [self.log_Z], "lr": self.hparams.lr_Z})
+        return torch.optim.Adam(groups)
 
     def train_dataloader(self) -> Steps:
         """No data set: each training step samples its own trajectories."""

@@ -22,7 +22,18 @@ P(x | X) is uniform over the maximal elements of X (ties share, dominated get 0)
     L_OP(X) = − Σ_{x ∈ X} P(x | X) · log softmax_X( log R̂ )(x)
 
 For a pair this is the cross-entropy with targets 1, ½ or 0; for several objectives the order is
-Pareto dominance and X is the whole batch.
+Pareto dominance and X is the whole batch. log Z shifts every log R̂ alike and cancels in the
+softmax, so OP-TB has no log Z to learn.
+
+The official OP-TB and OP-DB (the "-KL" variants the paper reports) add a regulariser that keeps a
+learned backward policy near the uniform one, averaged over the states s the trajectories visit
+after s_0, and OP-DB weighs its order term by λ_OP:
+
+    OP-TB:  L = L_OP + λ_KL · mean_s KL(U(· | s) ‖ P_B(· | s))
+    OP-DB:  L = mean_transitions L_DB + λ_OP · L_OP + λ_KL · mean_s KL(U(· | s) ‖ P_B(· | s))
+
+with U uniform over the parents of s. (The official code computes torch's KLDivLoss(log P_B, U),
+which is Σ_a U(a) (log U(a) − log P_B(a)), the KL divergence of P_B from U.)
 """
 from __future__ import annotations
 
@@ -44,14 +55,52 @@ def detailed_balance(log_F: Tensor, log_pf: Tensor, log_F_next: Tensor, log_pb: 
     return (log_F + log_pf - log_F_next - log_pb).pow(2).mean()
 
 
-def tb_log_reward(log_Z: Tensor, log_pf: Tensor, log_pb: Tensor) -> Tensor:
-    """OP-TB's learned log-reward: log R̂(x) = log Z + Σ log P_F − Σ log P_B."""
-    return log_Z + log_pf - log_pb
+def tb_log_reward(log_pf: Tensor, log_pb: Tensor) -> Tensor:
+    """OP-TB's learned log-reward up to the constant log Z: log R̂(x) − log Z = Σ log P_F − Σ log P_B.
+
+    L_OP sees log R̂ only through softmax over a set of candidates, where a shift common to all of
+    them cancels: log Z has no gradient under OP-TB and is left out.
+    """
+    return log_pf - log_pb
 
 
 def db_log_reward(log_F_x: Tensor, log_pf_stop: Tensor) -> Tensor:
     """OP-DB's learned log-reward: log R̂(x) = log F(x) + log P_F(s_f | x)."""
     return log_F_x + log_pf_stop
+
+
+def backward_kl_to_uniform(log_pb: Tensor, parents: Tensor) -> Tensor:
+    """mean over states of KL(U ‖ P_B) = Σ_a U(a) (log U(a) − log P_B(a | s)), U uniform over the parents.
+
+    log_pb [M, A]: log P_B of every backward action in M states (any value where invalid);
+    parents [M, A] bool: the valid backward actions. As the official code, P_B is clamped to
+    [ε, 1 − ε] (ε the float32 machine epsilon) before the log, so a one-parent state gives ≈ 1e-7.
+    """
+    if parents.shape[0] == 0:
+        return log_pb.sum() * 0
+    eps = torch.finfo(torch.float32).eps
+    uniform = parents.float() / parents.sum(-1, keepdim=True).float()
+    log_p = log_pb.exp().clamp(eps, 1 - eps).log()
+    terms = uniform * (uniform.clamp_min(eps).log() - log_p)
+    return terms.masked_fill(~parents, 0.0).sum(-1).mean()
+
+
+def order_agreement(p: Tensor, objectives: Tensor) -> Tensor:
+    """How well the sampling probabilities p [N] respect the order of the candidates' objectives [N, K]:
+    over the ordered pairs (x ≻ x'), the share with p(x) > p(x'), ties counting ½ (1: p preserves the order).
+
+    x ≻ x' is dominance: ≥ in every objective and > in one (for K = 1, a larger reward). Exact, in
+    chunks of rows so that a chunk compares at most 2^24 pairs.
+    """
+    chunk = max(1, 2**24 // max(1, p.shape[0]))
+    agree, pairs = p.new_zeros((), dtype=torch.float64), p.new_zeros((), dtype=torch.float64)
+    for start in range(0, p.shape[0], chunk):
+        a, pa = objectives[start:start + chunk], p[start:start + chunk]
+        better = (a[:, None, :] >= objectives[None, :, :]).all(-1) & (a[:, None, :] > objectives[None, :, :]).any(-1)
+        diff = pa[:, None] - p[None, :]
+        agree += ((diff > 0).double() + 0.5 * (diff == 0).double())[better].sum()
+        pairs += better.sum()
+    return (agree / pairs.clamp_min(1)).to(p.dtype)
 
 
 def pairwise_order_targets(score_a: Tensor, score_b: Tensor, tol: float = 1e-6) -> Tensor:

@@ -14,10 +14,11 @@ Every graph is made undirected, loses its self-loops, and is checked: node ids w
 features, at least one edge, labels for every node where node classification or clustering is asked
 for. A problem is an error naming the file and, where there is one, the line.
 
-The data module then prepares the downstream evaluation of ParetoGNN's paper: held-out edges for
-link prediction (PyG's RandomLinkSplit; they leave the graph that training sees), a random node split
-for the linear probes, and METIS partitions for partition prediction. Each training step receives the
-training graph; the module samples its subgraph (see module.py).
+The data module then prepares the downstream evaluation of ParetoGNN's official code: held-out
+edges for link prediction (PyG's RandomLinkSplit, 10 % / 20 % as the official link_gen.py; they
+leave the graph that training sees) and METIS partitions of the whole graph for partition prediction.
+Each training step receives the training graph; the module draws each pretext task's view of it
+(see module.py).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch_geometric.data import Data
 from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
 
+from zoo.errors import UserError
 from zoo.paretognn.downstream import DOWNSTREAM, metis_partition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +44,7 @@ PLANETOID, AMAZON, COAUTHOR = ("Cora", "CiteSeer", "PubMed"), ("Computers", "Pho
 NAMES = ("csbm", *PLANETOID, *AMAZON, *COAUTHOR, "WikiCS", "ogbn-arxiv")
 
 
-class GraphDataError(ValueError):
+class GraphDataError(UserError):
     """A graph file (or data set) that cannot be used, with the file and the problem in the message."""
 
 
@@ -144,23 +146,33 @@ def load_pyg(name: str, root: str | Path) -> Data:
 
 # -- a user's own graph --------------------------------------------------------------------
 
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
 def _read_rows(path: Path, kind: type) -> tuple[list[list], list[int]]:
-    """Rows of a CSV file parsed as ``kind`` and their line numbers; a first line that does not
-    parse is a header; blank lines are skipped."""
+    """Rows of a CSV file parsed as ``kind`` and their line numbers. A first line of names only (no
+    cell is a number: ``source,target``) is a header; any other line that does not parse is an
+    error naming it. Blank lines are skipped."""
     rows, lines = [], []
     with open(path, newline="") as f:
         for lineno, row in enumerate(csv.reader(f), start=1):
             if not row or all(not c.strip() for c in row):
                 continue
+            if not rows and not lines and lineno == 1 and not any(_is_number(c.strip()) for c in row):
+                lines.append(0)  # the header: remembered only so that no later line is taken for one
+                continue
             try:
                 rows.append([kind(c) for c in row])
                 lines.append(lineno)
             except ValueError:
-                if lineno == 1:
-                    continue
                 want = "integers" if kind is int else "numbers"
                 raise GraphDataError(f"{path}: line {lineno}: expected {want}, got {','.join(row)!r}") from None
-    return rows, lines
+    return rows, [n for n in lines if n > 0]
 
 
 def _read_matrix(path: Path, kind: type) -> Tensor:
@@ -259,14 +271,17 @@ def clean(data: Data) -> Data:
 
 # -- the evaluation bundle -----------------------------------------------------------------
 
-def prepare_evaluation(data: Data, downstream: Sequence[str], seed: int, val_edges: float = 0.05,
-                       test_edges: float = 0.1, probe_train: float = 0.1, probe_val: float = 0.1,
-                       n_partitions: int = 10, source: str = "") -> Data:
-    """The training graph plus what the four downstream tasks need, fixed by ``seed``:
+def prepare_evaluation(data: Data, downstream: Sequence[str], seed: int, val_edges: float = 0.1,
+                       test_edges: float = 0.2, n_partitions: int = 10, source: str = "") -> Data:
+    """The training graph plus what the four downstream tasks need, fixed by ``seed`` (the official
+    link_gen.py's split: 10 % of the undirected edges for validation, 20 % for test):
 
-    link_prediction   held-out positive edges (val, test) and as many non-edges, removed from the graph
-    node split        ``split`` per node: 0 train, 1 val, 2 test (probe_train, probe_val, the rest)
-    partition         METIS partitions of the training graph into ``n_partitions`` parts
+    edge_index        the training graph: the whole graph without the held-out edges
+    full_edge_index   the whole graph, which the node tasks embed (as the official node-task model)
+    link_prediction   held-out positive edges (val, test) and as many non-edges
+    partition         METIS partitions of the whole graph into ``n_partitions`` parts
+
+    The node tasks draw their own random 20/80 splits at evaluation (downstream.linear_probe).
     """
     unknown = [t for t in downstream if t not in DOWNSTREAM]
     if unknown:
@@ -274,29 +289,47 @@ def prepare_evaluation(data: Data, downstream: Sequence[str], seed: int, val_edg
     if {"node_classification", "clustering"} & set(downstream) and getattr(data, "y", None) is None:
         raise GraphDataError(f"{source}: no node labels, but node classification and clustering need them: "
                              "pass --data.labels FILE, or leave them out of --data.downstream")
-    out = Data(x=data.x, edge_index=data.edge_index, y=getattr(data, "y", None), downstream=list(downstream))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if "link_prediction" in downstream:
-            from torch_geometric.transforms import RandomLinkSplit
+    check_size(data, downstream, val_edges, test_edges, n_partitions, source)
+    out = Data(x=data.x, edge_index=data.edge_index, full_edge_index=data.edge_index, y=getattr(data, "y", None),
+               downstream=list(downstream))
+    if "link_prediction" in downstream:
+        from torch_geometric.transforms import RandomLinkSplit
 
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
             link_split = RandomLinkSplit(num_val=val_edges, num_test=test_edges, is_undirected=True,
                                          add_negative_train_samples=False, split_labels=True)
             train, val, test = link_split(Data(x=data.x, edge_index=data.edge_index))
-            out.edge_index = train.edge_index
-            out.link_val_pos, out.link_val_neg = val.pos_edge_label_index, val.neg_edge_label_index
-            out.link_test_pos, out.link_test_neg = test.pos_edge_label_index, test.neg_edge_label_index
-        n = data.num_nodes
-        perm = torch.randperm(n)
-        split = torch.full((n,), 2, dtype=torch.long)
-        n_train, n_val = int(round(probe_train * n)), int(round(probe_val * n))
-        split[perm[:n_train]], split[perm[n_train:n_train + n_val]] = 0, 1
-        out.split = split
+        out.edge_index = train.edge_index
+        out.link_val_pos, out.link_val_neg = val.pos_edge_label_index, val.neg_edge_label_index
+        out.link_test_pos, out.link_test_neg = test.pos_edge_label_index, test.neg_edge_label_index
     if "partition" in downstream:
-        out.partition = metis_partition(out.edge_index, n, n_partitions, seed)
+        out.partition = metis_partition(data.edge_index, data.num_nodes, n_partitions, seed)
     if out.edge_index.numel() == 0:
         raise GraphDataError(f"{source}: no edges left for training after holding out the link-prediction edges")
     return out
+
+
+def check_size(data: Data, downstream: Sequence[str], val_edges: float, test_edges: float, n_partitions: int,
+               source: str) -> None:
+    """A graph too small for the evaluation splits is refused up front, saying what is short."""
+    n, n_edges = data.num_nodes, data.edge_index.shape[1] // 2  # undirected edges
+    short = []
+    if "link_prediction" in downstream:
+        n_val, n_test = int(math.floor(val_edges * n_edges)), int(math.floor(test_edges * n_edges))
+        if min(n_val, n_test) < 1 or n_edges - n_val - n_test < 1:
+            short.append(f"its {n_edges} edges leave {n_val} validation and {n_test} test edges for link prediction "
+                         f"(--data.val_edges {val_edges}, --data.test_edges {test_edges})")
+    if {"node_classification", "clustering"} & set(downstream):
+        n_train = int(round(0.2 * n))  # the probes' random 20/80 splits
+        if min(n_train, n - n_train) < 2 * int(data.y.max()) + 2:
+            short.append(f"its {n} nodes leave {n_train} training and {n - n_train} test nodes for the probes' "
+                         "20/80 splits: too few for two per class")
+    if "partition" in downstream and n < 2 * n_partitions:
+        short.append(f"its {n} nodes are too few for {n_partitions} partitions (--data.n_partitions)")
+    if short:
+        raise GraphDataError(f"{source}: graph too small for the evaluation: " + "; ".join(short) +
+                             ". Use a larger graph, or leave those tasks out of --data.downstream")
 
 
 class Repeat(Dataset):
@@ -315,7 +348,7 @@ class Repeat(Dataset):
 class GraphDataModule(L.LightningDataModule):
     def __init__(
         self,
-        name: str = "csbm",
+        name: str | None = None,
         root: str = "data/cache/pyg",
         path: str | None = None,
         features: str | None = None,
@@ -328,16 +361,15 @@ class GraphDataModule(L.LightningDataModule):
         homophily: float = 0.6,
         feature_snr: float = 0.3,
         data_seed: int = 0,
-        val_edges: float = 0.05,
-        test_edges: float = 0.1,
-        probe_train: float = 0.1,
-        probe_val: float = 0.1,
+        val_edges: float = 0.1,
+        test_edges: float = 0.2,
         n_partitions: int = 10,
         steps_per_epoch: int = 50,
     ) -> None:
         """
         Args:
-            name: ``csbm`` (generated), or a PyG data set: Cora, CiteSeer, PubMed, Computers, Photo, CS, Physics, WikiCS, ogbn-arxiv.
+            name: ``csbm`` (generated; the default when no path is given), or a PyG data set: Cora, CiteSeer,
+                PubMed, Computers, Photo, CS, Physics, WikiCS, ogbn-arxiv. Not together with ``path``.
             root: folder of PyG's data sets (ROOT/<name>/raw holds the raw files).
             path: a user's graph instead: a saved PyG Data (.pt) or an edge-list CSV.
             features: with an edge-list CSV, the node features (CSV rows or .npy), one row per node.
@@ -349,26 +381,27 @@ class GraphDataModule(L.LightningDataModule):
             avg_degree: csbm: expected degree.
             homophily: csbm: expected fraction of edges within a class.
             feature_snr: csbm: norm of the class means (noise has norm about 1).
-            data_seed: seed of the generated graph, the held-out edges, the node split and the partitions.
-            val_edges: fraction of edges held out to select the link predictor.
-            test_edges: fraction of edges held out to test it.
-            probe_train: fraction of nodes that train the linear probes.
-            probe_val: fraction of nodes that select their weight decay; the rest test them.
+            data_seed: seed of the generated graph, the held-out edges and the partitions.
+            val_edges: fraction of edges held out to select the link predictor (official: 0.1).
+            test_edges: fraction of edges held out to test it (official: 0.2).
             n_partitions: METIS parts for partition prediction.
             steps_per_epoch: training steps between two downstream evaluations.
         """
         super().__init__()
         self.save_hyperparameters()
+        if path is not None and name is not None:
+            raise GraphDataError(f"--data.path {path} and --data.name {name} both name a graph: give one of them "
+                                 "(a config that sets data.name needs --data.name null beside --data.path)")
         if path is not None:
             raw, self.source = load_user_graph(path, features, labels), str(path if labels is None else labels)
-        elif name == "csbm":
+        elif name in (None, "csbm"):
             raw, self.source = contextual_sbm(n_nodes, n_classes, n_features, avg_degree, homophily, feature_snr,
                                               data_seed), "csbm"
         else:
             raw, self.source = load_pyg(name, root), f"--data.name {name}"
             validate_graph(raw, {"x": self.source, "edge_index": self.source, "y": self.source})
-        self.graph = prepare_evaluation(clean(raw), tuple(downstream), data_seed, val_edges, test_edges, probe_train,
-                                        probe_val, n_partitions, self.source)
+        self.graph = prepare_evaluation(clean(raw), tuple(downstream), data_seed, val_edges, test_edges,
+                                        n_partitions, self.source)
 
     @property
     def num_features(self) -> int:

@@ -56,6 +56,18 @@ class Encoder(nn.Module):
             x = act(norm(conv(x, edge_index)))
         return x
 
+    def forward_blocks(self, x: Tensor, blocks: list[tuple[Tensor, int]]) -> Tensor:
+        """The encoder on neighbour-sampled blocks (views.neighbour_blocks): layer l reads its input
+        nodes, passes messages along blocks[l]'s edges and keeps its first n_dst rows, the nodes the
+        next layer needs (the output nodes come first at every layer); norms see only those rows."""
+        if len(blocks) != len(self.convs):
+            raise ValueError(f"{len(blocks)} sampled blocks for an encoder of {len(self.convs)} layers")
+        for i, ((edge_index, n_dst), conv, norm, act) in enumerate(zip(blocks, self.convs, self.norms, self.acts)):
+            if i:
+                x = self.dropout(x)
+            x = act(norm(conv(x, edge_index)[:n_dst]))
+        return x
+
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))

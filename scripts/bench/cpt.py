@@ -1,0 +1,118 @@
+"""CPT's training step in the zoo (Lightning, zoo/cpt) against a bare PEFT CPT loop, same model and batch.
+
+    python scripts/bench/cpt.py                     # tiny-lm, k = 16 SST-2-length examples, batch 4
+    python scripts/bench/cpt.py --k 8 --rounds 5
+
+The bare loop is what PEFT's example does without the HF Trainer: ``model(input_ids, attention_mask,
+labels, input_type_mask).loss`` (PEFT builds the context's labels and masks and computes the decayed
+loss), backward, AdamW step. The zoo's step is a Lightning ``fit``: PEFT's forward, the loss of
+zoo/cpt/objective.py on the whole sequence, backward, AdamW with the linear schedule, δ projected
+after the step. Both start from the same context (the k examples written by zoo/cpt/context.py) and
+see the same batch of queries every step. Rounds alternate the two; each round times ``--steps``
+steps after a warm-up, per step (between consecutive batch starts for Lightning); the ratio is of
+medians. One thread.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    import lightning as L
+    from peft import CPTConfig, get_peft_model
+
+    from zoo.cpt import CPT
+    from zoo.cpt.data import QueryBatches, embedded_task
+    from zoo.lm import load_causal_lm
+
+    # SST-2-like lengths without the shared data: the embedded task's expressions, four to a text
+    pool = embedded_task()["train"]
+    shots = [(" ; ".join(t for t, _ in pool[4 * i:4 * i + 4]), f" {pool[4 * i][1]}") for i in range(args.k)]
+    words = [" number", " string", " list"]
+    compact = dict(input_template="{}", output_template="#{}", intra_separator=" ")
+    make = lambda: CPT(method="cpt", examples=[list(s) for s in shots], label_words=words, lr=3e-3, **compact)  # noqa: E731
+    ref = make()
+    encoded = ref.encode_examples()
+    batch = QueryBatches(encoded, args.batch_size, ref.pad_id, seed=0).batch(list(range(args.batch_size)))
+
+    class Repeat:
+        def __len__(self):
+            return args.warmup + args.steps
+
+        def __iter__(self):
+            return iter([batch] * len(self))
+
+    class SameBatch(L.LightningDataModule):
+        def train_dataloader(self):
+            return Repeat()
+
+    class StepTimes(L.Callback):
+        def __init__(self):
+            self.starts = []
+
+        def on_train_batch_start(self, *a):
+            self.starts.append(time.perf_counter())
+
+        def on_train_end(self, *a):
+            self.starts.append(time.perf_counter())
+
+    def zoo_round() -> list[float]:
+        model, timer = make(), StepTimes()
+        L.Trainer(max_steps=args.warmup + args.steps, accelerator="cpu", devices=1, logger=False,
+                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                  limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer]).fit(model, SameBatch())
+        s = timer.starts
+        return [b - a for a, b in zip(s[args.warmup:], s[args.warmup + 1:])]
+
+    def peft_round() -> list[float]:
+        base, _ = load_causal_lm("tiny-lm")
+        config = CPTConfig(task_type="CAUSAL_LM", cpt_token_ids=ref.context_ids.tolist(),
+                           cpt_mask=[1] * ref.n_prefix, cpt_tokens_type_mask=ref.context_types.tolist(),
+                           opt_weighted_loss_type="decay", opt_loss_decay_factor=0.95,
+                           opt_projection_epsilon=0.2, opt_projection_format_epsilon=0.1)
+        model = get_peft_model(base, config)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0)
+        times = []
+        for step in range(args.warmup + args.steps):
+            t = time.perf_counter()
+            loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["input_ids"],
+                         input_type_mask=batch["types"].clone()).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if step >= args.warmup:
+                times.append(time.perf_counter() - t)
+        return times
+
+    zoo_times, peft_times = [], []
+    for r in range(args.rounds):
+        for name, fn, sink in (("peft", peft_round, peft_times), ("zoo", zoo_round, zoo_times))[::1 if r % 2 == 0 else -1]:
+            t = fn()
+            sink += t
+            print(f"round {r} {name:4s}: {1000 * statistics.median(t):.1f} ms/step", flush=True)
+    z, p = statistics.median(zoo_times), statistics.median(peft_times)
+    print(f"\ncontext {ref.n_prefix} tokens, batch {args.batch_size} queries, tiny-lm, one thread")
+    print(f"bare PEFT CPT loop: {1000 * p:.1f} ms/step   zoo (Lightning): {1000 * z:.1f} ms/step   "
+          f"ratio zoo/PEFT = {z / p:.3f} (goal ≤ 1.1)")
+
+
+if __name__ == "__main__":
+    main()

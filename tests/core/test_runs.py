@@ -1,0 +1,253 @@
+"""What keeps a run safe and visible: checkpoints that hold the last step, survive kills and Ctrl-C,
+belong to their run and method; errors in one line; progress in a log file; a run exported as a
+release; a release that brings its own hyperparameters."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import zoo
+from zoo import hub
+from zoo.runs import AtomicCheckpointIO, latest_checkpoint
+
+from ..conftest import ROOT, load_recipe
+
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def tiny(method: str) -> str:
+    return str(ROOT / "recipes" / "configs" / method / "tiny.yaml")
+
+
+def fit(method: str, root, *args: str):
+    cli = load_recipe(method).main(["fit", "--config", tiny(method), "--trainer.default_root_dir", str(root), *QUIET, *args])
+    return cli.trainer, cli.model
+
+
+def run_recipe(method: str, *args: str, cwd, timeout: int = 300, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "recipes" / f"{method}.py"), *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def one_line_error(capsys, exit_) -> str:
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) <= 2, err  # the message, and where --help is
+    return err
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+def test_last_ckpt_holds_the_last_step(tmp_path):
+    """max_steps 5 with a checkpoint every 2 steps: last.ckpt holds step 5, not step 4."""
+    fit("op_gfn", tmp_path, "--trainer.max_steps", "5")
+    ckpt = torch.load(tmp_path / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 5
+
+
+def test_two_runs_in_one_folder_keep_their_own_checkpoints(tmp_path, capsys):
+    fit("op_gfn", tmp_path, "--trainer.max_steps", "2")
+    fit("op_gfn", tmp_path, "--trainer.max_steps", "3")
+    a, b = (tmp_path / f"version_{v}" / "checkpoints" / "last.ckpt" for v in (0, 1))
+    assert torch.load(a, weights_only=True)["global_step"] == 2
+    assert torch.load(b, weights_only=True)["global_step"] == 3
+    assert latest_checkpoint(tmp_path) == b
+    trainer, _ = fit("op_gfn", tmp_path, "--trainer.max_steps", "4", "--ckpt_path", "last")
+    assert trainer.ckpt_path == str(b) and trainer.global_step == 4
+
+
+def test_a_checkpoint_of_another_method_is_refused_naming_both(tmp_path, capsys):
+    fit("op_gfn", tmp_path / "gfn", "--trainer.max_steps", "2")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        fit("mdpo", tmp_path / "rl", "--ckpt_path", str(tmp_path / "gfn" / "version_0" / "checkpoints" / "last.ckpt"))
+    err = one_line_error(capsys, exit_)
+    assert "a checkpoint of op_gfn" in err and "this recipe trains mdpo" in err
+
+
+def test_resume_with_nothing_to_resume_is_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        fit("op_gfn", tmp_path, "--ckpt_path", "last")
+    assert "--ckpt_path last: no run under" in one_line_error(capsys, exit_)
+    with pytest.raises(SystemExit) as exit_:
+        fit("op_gfn", tmp_path, "--ckpt_path", str(tmp_path / "nope.ckpt"))
+    assert "nope.ckpt: no such file" in one_line_error(capsys, exit_)
+
+
+def test_a_resume_whose_flags_change_the_architecture_says_which(tmp_path, capsys):
+    fit("op_gfn", tmp_path, "--trainer.max_steps", "2")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        fit("op_gfn", tmp_path, "--ckpt_path", "last", "--model.hidden_dim", "32")
+    err = one_line_error(capsys, exit_)
+    assert "shape mismatches" in err and "hidden_dim 16 (checkpoint) vs 32 (this model)" in err
+
+
+def test_a_killed_write_leaves_the_previous_checkpoint_whole(tmp_path):
+    """A process killed in the middle of writing a checkpoint (here: os._exit halfway through
+    torch.save) leaves the previous file intact and no partial file under its name."""
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1, "w": torch.ones(4)}, path)
+    script = f"""
+import os, torch
+from zoo.runs import AtomicCheckpointIO
+real = torch.save
+def dying_save(obj, f, *a, **k):
+    f.write(b"PK" + b"\\0" * 100000)
+    f.flush()
+    os._exit(9)
+torch.save = dying_save
+AtomicCheckpointIO().save_checkpoint({{"step": 2, "w": torch.zeros(1 << 20)}}, {str(path)!r})
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 9
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["step"] == 1 and torch.equal(ckpt["w"], torch.ones(4))
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "last.ckpt"]
+    assert all(name.startswith(".last.ckpt.") for name in leftovers)  # a stray temp file at most, never last.ckpt
+
+
+def test_ctrl_c_saves_the_step_it_stops_at_and_resumes_exactly(tmp_path):
+    """SIGINT mid-run: the run finishes its step, writes last.ckpt and exits cleanly; resumed to step N
+    it equals an unbroken run to N."""
+    common = ["fit", "--config", tiny("op_gfn"), *QUIET, "--checkpoint.every_n_train_steps", "1000"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "recipes" / "op_gfn.py"), *common,
+                             "--trainer.max_steps", "100000", "--trainer.default_root_dir", str(tmp_path / "b"),
+                             "--trainer.log_every_n_steps", "1"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "b" / "version_0" / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") > 40):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "interrupted: finishing this step" in err
+    ckpt = torch.load(tmp_path / "b" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    stopped = ckpt["global_step"]
+    assert 20 < stopped < 100000
+    target = str(stopped + 3)
+    _, resumed = fit("op_gfn", tmp_path / "b", "--checkpoint.every_n_train_steps", "1000", "--trainer.max_steps",
+                     target, "--ckpt_path", "last")
+    _, unbroken = fit("op_gfn", tmp_path / "a", "--checkpoint.every_n_train_steps", "1000", "--trainer.max_steps", target)
+    for k, v in unbroken.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+# -- errors in one line -----------------------------------------------------------------------
+
+def test_user_errors_met_while_running_print_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        fit("lm", tmp_path, "--data.path", str(empty))
+    assert "empty.txt: the file is empty" in one_line_error(capsys, exit_)
+    with pytest.raises(SystemExit) as exit_:
+        fit("op_gfn", tmp_path, "--model.init_from", "no-such-release")
+    assert "'no-such-release' is neither a released id" in one_line_error(capsys, exit_)
+
+
+def test_init_from_a_release_of_another_size_names_what_differs(tmp_path, capsys):
+    _, model = fit("op_gfn", tmp_path / "a")
+    hub.save(model, tmp_path / "release")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        fit("op_gfn", tmp_path / "b", "--model.init_from", str(tmp_path / "release"), "--model.hidden_dim", "8")
+    err = one_line_error(capsys, exit_)
+    assert "release" in err and "hidden_dim 16 (release) vs 8 (this model)" in err
+
+
+def test_init_from_a_release_of_another_method_is_refused(tmp_path, capsys):
+    _, model = fit("op_gfn", tmp_path / "a")
+    hub.save(model, tmp_path / "release")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        fit("mdpo", tmp_path / "b", "--model.init_from", str(tmp_path / "release"))
+    assert "a release of op_gfn" in one_line_error(capsys, exit_)
+
+
+# -- starting from a release ------------------------------------------------------------------
+
+def test_init_from_builds_the_model_from_the_release_hparams(tmp_path):
+    """validate --model.init_from with the default config (another network size) builds the release's
+    model; a flag still overrides a release value."""
+    _, model = fit("mdpo", tmp_path / "a", "--model.hidden_sizes", "[24]")
+    hub.save(model, tmp_path / "release")
+    cli = load_recipe("mdpo").main(["validate", *QUIET, "--trainer.default_root_dir", str(tmp_path / "b"),
+                                    "--trainer.limit_val_batches", "1", "--model.n_eval_episodes", "1",
+                                    "--model.init_from", str(tmp_path / "release"), "--model.n_envs", "3"])
+    assert list(cli.model.hparams.hidden_sizes) == [24] and cli.model.hparams.n_envs == 3
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(cli.model.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_a_fine_tune_of_an_rl_release_counts_its_own_steps(tmp_path):
+    _, model = fit("mdpo", tmp_path / "a")
+    assert int(model.env_steps) > 0
+    hub.save(model, tmp_path / "release")
+    _, tuned = fit("mdpo", tmp_path / "b", "--model.init_from", str(tmp_path / "release"), "--trainer.max_steps", "1")
+    assert int(tuned.env_steps) == tuned.hparams.n_envs * tuned.hparams.n_steps
+
+
+# -- exporting a run --------------------------------------------------------------------------
+
+def test_an_lm_run_exports_to_a_complete_hf_release(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from zoo.__main__ import main as zoo_main
+
+    _, model = fit("lm", tmp_path / "run")
+    ckpt = tmp_path / "run" / "version_0" / "checkpoints" / "last.ckpt"
+    assert zoo.load(ckpt).tokenizer is not None
+    assert zoo_main(["export", str(ckpt), str(tmp_path / "release")]) == 0
+    hub.verify(tmp_path / "release")
+    hf, tok = AutoModelForCausalLM.from_pretrained(tmp_path / "release"), AutoTokenizer.from_pretrained(tmp_path / "release")
+    ids = torch.tensor([tok("def f(x): return x")["input_ids"]])
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, model(ids), rtol=0, atol=0)
+
+
+# -- what the terminal shows ------------------------------------------------------------------
+
+def test_progress_goes_to_a_log_file_as_plain_lines(tmp_path):
+    out = run_recipe("op_gfn", "fit", "--config", tiny("op_gfn"), "--trainer.enable_progress_bar", "true",
+                     "--trainer.default_root_dir", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stderr.splitlines() if line.startswith("step ")]
+    assert lines and lines[-1].startswith("step 4/4 · ") and "steps/s" in lines[-1]
+    assert "v_num" not in out.stderr + out.stdout
+
+
+def test_the_first_screen_shows_no_tips_or_deprecation_notices(tmp_path):
+    out = run_recipe("lm", "fit", "--config", tiny("lm"), "--trainer.default_root_dir", str(tmp_path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    screen = out.stdout + out.stderr
+    for noise in ("Tip:", "litlogger", "deprecated", "FutureWarning", "DeprecationWarning"):
+        assert noise not in screen, noise
+
+
+def test_a_bad_flag_is_one_line_not_the_usage_screen(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_recipe("op_gfn").main(["fit", "--trainer.max_stepz", "3"])
+    err = one_line_error(capsys, exit_)
+    assert "max_stepz" in err and "--help" in err
+
+
+@pytest.mark.parametrize("env, message", [
+    ("tests.core.bad_envs:NaNReward", r"reward nan \(copy 0, episode seed \d+, step 2\); the environment must return finite"),
+    ("tests.core.bad_envs:crashing_factory", r"the entry point raised KeyError: 'no such key' \(.*bad_envs\.py:\d+\)"),
+])
+def test_a_broken_user_environment_is_one_line(env, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        fit("mdpo", tmp_path, "--model.env", env)
+    import re
+
+    assert re.search(message, one_line_error(capsys, exit_))

@@ -1,0 +1,199 @@
+"""CPT's module and data: the context's masks, the projection bound, frozen labels, every method's
+training, the data formats, and bad input rejected with the file and line or the flag."""
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from tests.conftest import SHARED_DATA, load_recipe
+from zoo.cpt import CPT, FewShotDataModule
+from zoo.cpt.context import Templates, build_context, encode_example
+from zoo.errors import UserError
+from zoo.lm import load_causal_lm
+
+QUIET = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+COMPACT = dict(input_template="{}", output_template="#{}", intra_separator=" ")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_causal_lm("tiny-lm")[1]
+
+
+def test_context_types_by_hand(tokenizer):
+    templates = Templates("in {}", "out {}", " ", "\n")
+    tok = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    ids, types = build_context(tokenizer, templates, [("a", " yes"), ("b", " no")])
+    one = [tok("in "), tok("a"), tok(" "), tok("out "), tok(" yes"), tok("\n")]
+    two = [tok("in "), tok("b"), tok(" "), tok("out "), tok(" no"), tok("\n")]
+    assert ids == [t for part in one + two for t in part]
+    kinds = [1, 2, 0, 3, 4, 0]
+    expected = [k for part, k in zip(one, kinds) for _ in part] + [k + 4 if k else 0 for part, k in zip(two, kinds) for _ in part]
+    assert types == expected
+    q_ids, q_types = encode_example(tokenizer, templates, "c", None)
+    assert q_ids == tok("in ") + tok("c") + tok(" ") + tok("out ") and max(q_types) == 3
+
+
+def fit(model, data, steps):
+    trainer = L.Trainer(max_steps=steps, **QUIET)
+    trainer.fit(model, data)
+    return trainer
+
+
+def test_projection_bound_and_label_tokens_never_move():
+    torch.manual_seed(0)
+    model = CPT(method="cpt", lr=0.05, epsilon=0.2, format_epsilon=0.1, **COMPACT)
+    fit(model, FewShotDataModule(k=4, batch_size=2, val_size=0), 12)
+    prompt = model.prompt()
+    delta, types = prompt.delta_embedding.weight.detach(), model.context_types
+    d = delta.shape[1]
+    norm = delta.norm(dim=1)
+    kind = types % 4
+    inputs, templates, frozen = (types > 0) & (kind == 2), (types > 0) & (kind % 2 == 1), (types == 0) | (kind == 0)
+    assert inputs.any() and templates.any() and frozen.any()
+    assert (norm[inputs] <= 0.2 * math.sqrt(d / 2048) + 1e-7).all()
+    assert (norm[templates] <= 0.1 * math.sqrt(d / 2048) + 1e-7).all()
+    assert norm[inputs].max() > 0.5 * 0.2 * math.sqrt(d / 2048), "the inputs' δ did not move towards the bound"
+    assert torch.equal(delta[frozen], torch.zeros_like(delta[frozen])), "a label or separator token moved"
+    base, _ = load_causal_lm("tiny-lm")  # the language model itself is frozen, and so is E_C
+    assert torch.equal(prompt.embedding.weight, base.transformer.wte.weight[model.context_ids])
+    for (name, p), (_, q) in zip(model.model.get_base_model().named_parameters(), base.named_parameters()):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.parametrize("method", ["icl", "prompt_tuning", "lora", "full"])
+def test_baselines_train_what_they_should(method):
+    torch.manual_seed(0)
+    model = CPT(method=method, lr=1e-3, num_virtual_tokens=4, **COMPACT)
+    data = FewShotDataModule(k=4, batch_size=2, val_size=0, test_size=30)
+    fit(model, data, 0 if method == "icl" else 3)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    if method == "icl":
+        assert not trainable
+    elif method == "full":
+        assert len(trainable) == len(list(model.parameters()))
+    else:
+        assert trainable and all(("lora_" in n) == (method == "lora") for n in trainable)
+    acc = L.Trainer(**QUIET).test(model, data, verbose=False)[0]["test/acc"]
+    assert 0 <= acc <= 1
+
+
+def test_classify_and_release_roundtrip(tmp_path):
+    import zoo
+    from zoo import hub
+
+    torch.manual_seed(0)
+    model = CPT(method="cpt", lr=0.05, **COMPACT)
+    fit(model, FewShotDataModule(k=4, batch_size=2, val_size=0), 2)
+    hub.save(model, tmp_path)
+    assert (tmp_path / "model.safetensors").stat().st_size < 200_000, "the release should hold the context, not the LM"
+    loaded = zoo.load(tmp_path)
+    texts = ["3 + 4", "'a' * 3", "[1] * 2"]
+    assert loaded.classify(texts) == model.eval().classify(texts)
+    assert set(loaded.classify(texts)) <= {" number", " string", " list"}
+
+
+def write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_label_text_and_jsonl_folders(tmp_path):
+    (tmp_path / "a").mkdir()
+    write(tmp_path / "a" / "train.txt", ["0 a dull film", "1 a fine film", "1 lovely"])
+    write(tmp_path / "a" / "test.txt", ["0 boring", "1 great fun"])
+    data = FewShotDataModule(str(tmp_path / "a"), label_map={"0": " bad", "1": " good"}, k=2, val_size=0)
+    data.read()
+    assert data.splits["test"] == [("boring", "0"), ("great fun", "1")]
+    (tmp_path / "b").mkdir()
+    write(tmp_path / "b" / "train.jsonl", [json.dumps({"text": "x", "label": "pos"}), json.dumps({"text": "y", "label": "neg"})])
+    write(tmp_path / "b" / "test.jsonl", [json.dumps({"text": "z", "label": "pos"})])
+    data = FewShotDataModule(str(tmp_path / "b"), label_map={"pos": " good", "neg": " bad"}, k=2, val_size=1)
+    data.read()
+    assert len(data.splits["train"]) == 1 and len(data.splits["val"]) == 1
+
+
+def test_bad_input_names_the_file_and_line_or_the_flag(tmp_path):
+    write(tmp_path / "train.txt", ["0 fine", "7 what is this label"])
+    write(tmp_path / "test.txt", ["0 ok"])
+    with pytest.raises(UserError, match=r"train.txt:2: the label '7' is not in --data.label_map"):
+        FewShotDataModule(str(tmp_path), label_map={"0": " no", "1": " yes"}).read()
+    write(tmp_path / "train.txt", ["0 fine", "1 "])
+    with pytest.raises(UserError, match=r"train.txt:2: the text is empty"):
+        FewShotDataModule(str(tmp_path), label_map={"0": " no", "1": " yes"}).read()
+    write(tmp_path / "train.txt", [json.dumps({"text": "a", "label": 0})])
+    (tmp_path / "train.txt").rename(tmp_path / "train.jsonl")
+    write(tmp_path / "test.jsonl", ["{not json"])
+    (tmp_path / "test.txt").unlink()
+    with pytest.raises(UserError, match=r"test.jsonl:1: not a JSON object"):
+        FewShotDataModule(str(tmp_path), label_map={"0": " no"}).read()
+    with pytest.raises(UserError, match=r"--data.k 5000 is larger than the training set"):
+        FewShotDataModule(k=5000, val_size=0).setup("fit", model=CPT(**COMPACT))
+    with pytest.raises(UserError, match=r"--model.input_template 'input:' must hold the slot"):
+        CPT(input_template="input:")
+    with pytest.raises(UserError, match=r"--model.method 'adapter'"):
+        CPT(method="adapter")
+    with pytest.raises(UserError, match=r"cannot fit the model's 256 positions"):
+        CPT(examples=[["x", " a"]] * 40, label_words=[" a"])
+
+
+def test_a_bad_flag_value_is_one_line_from_the_recipe(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_recipe("cpt").main(["fit", "--data.k", "100000", "--trainer.default_root_dir", str(tmp_path),
+                                 "--trainer.enable_progress_bar", "false"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --data.k 100000 is larger than the training set")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "sentence-classification" / "trec").is_dir(), reason="needs the shared TREC copy")
+def test_shared_trec_loads_with_its_config():
+    import yaml
+
+    from tests.conftest import ROOT
+
+    config = yaml.safe_load((ROOT / "recipes" / "configs" / "cpt" / "trec.yaml").read_text())["data"]
+    data = FewShotDataModule(str(SHARED_DATA / "sentence-classification" / "trec"), label_map=config["label_map"],
+                             encoding=config["encoding"], val_size=0)
+    data.read()
+    assert len(data.splits["test"]) == 500 and len(data.splits["train"]) == 5452
+    assert {label for _, label in data.splits["test"]} == set(config["label_map"])
+
+
+@pytest.mark.slow
+def test_default_config_learns(tmp_path):
+    """The default run (CPT, k = 8 on the embedded task) ends with a validation accuracy above the
+    untrained context's (ICL) by a margin."""
+    cli = load_recipe("cpt").main(["fit", "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"])
+    rows = [r.split(",") for r in (tmp_path / "version_0" / "metrics.csv").read_text().splitlines()]
+    col = rows[0].index("val/acc")
+    accs = [float(r[col]) for r in rows[1:] if r[col]]
+    assert cli.trainer.global_step == cli.trainer.max_steps
+    assert accs[-1] >= accs[0] + 0.05, accs
+
+
+@pytest.mark.parametrize("words", [None, [" number", " a string", " list of"]], ids=["one-token", "multi-token"])
+@pytest.mark.parametrize("method", ["cpt", "prompt_tuning", "lora"])
+def test_scores_with_the_shared_context_cache_equal_peft_forward(method, words):
+    """Evaluation runs the context once per batch and shares its keys and values (and, where every label
+    word is one token, scores them all from one row per query); the label words' scores equal those of
+    PEFT's full forward pass on every row."""
+    from zoo.cpt.data import collate_queries
+    from zoo.cpt.objective import label_scores
+
+    torch.manual_seed(0)
+    model = CPT(method=method, lr=0.05, num_virtual_tokens=4, **COMPACT)
+    fit(model, FewShotDataModule(k=4, batch_size=2, val_size=0), 2)
+    model.eval()
+    if words is not None:  # words of several tokens: every row scored on its own
+        model.hparams.label_words = words
+    lengths = [len(model.tokenizer(w, add_special_tokens=False)["input_ids"]) for w in model.hparams.label_words]
+    assert (max(lengths) == 1) == (words is None)
+    items = [{"label": 0, **model.encode_query(t)} for t in ["3 + 4", "sorted([3, 1])", "'x'.upper() + 'yz'"]]
+    batch = collate_queries(items, model.pad_id)
+    with torch.no_grad():
+        full = model(batch["input_ids"], batch["attention_mask"])  # PEFT's forward, past the context
+        expected = label_scores(full, batch["input_ids"], batch["target"]).view(3, -1)
+        torch.testing.assert_close(model.scores(batch), expected, rtol=1e-5, atol=1e-5)
