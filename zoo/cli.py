@@ -102,6 +102,38 @@ def quiet_libraries() -> None:
         hf_logging.set_verbosity_error()
 
 
+UNION_ERROR = "Does not validate against any of the Union subtypes"
+
+
+def model_error(e: ValueError) -> BaseException:
+    """The error the model raised. In subclass mode jsonargparse reports it inside a listing of every
+    subtype it tried (several lines, with the whole config); the model's own error is its cause."""
+    if str(e).startswith(UNION_ERROR):
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, ValueError):
+            return cause
+    return e
+
+
+def union_message(message: str) -> str:
+    """jsonargparse's report on a subclass-mode argument (``--model.*`` of a recipe with several classes)
+    lists every subtype it tried over many lines; this keeps the error of the class that was tried."""
+    if UNION_ERROR not in message:
+        return message
+    lines = [line.strip() for line in message.splitlines()]
+    key = lines[0] if lines[0].startswith("Parser key") else ""
+    items: list[list[str]] = []
+    for line in lines[lines.index("Errors:") + 1:] if "Errors:" in lines else []:
+        if line.startswith("Given value"):
+            break
+        if line.startswith("- "):
+            items.append([line[2:]])
+        elif items:
+            items[-1].append(line)
+    tried = [item for item in items if not item[0].startswith("Expected a <class 'NoneType'>")]
+    return " ".join([key, *tried[0]]).strip() if tried else message
+
+
 class ZooArgumentParser(LightningArgumentParser):
     """A usage error is one line (and where --help is), not the 80-line usage message."""
 
@@ -109,6 +141,7 @@ class ZooArgumentParser(LightningArgumentParser):
         if not self.exit_on_error:  # jsonargparse parsing tentatively: it catches the error itself
             return super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
+        message = union_message(message)
         sys.stderr.write(f"error: {message}\n({parser.prog.replace(' [options]', '')} --help lists every option)\n")
         self.exit(2)
 
@@ -231,7 +264,7 @@ class ZooCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as e:
-            self._parser(self.subcommand).error(str(e))
+            self._parser(self.subcommand).error(str(model_error(e)))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})

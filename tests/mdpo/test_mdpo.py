@@ -157,7 +157,9 @@ def test_bad_input_fails_clearly(args, message, capsys):
     with pytest.raises(SystemExit) as exit_:  # ZooCLI reports a rejected hyperparameter as a usage error
         load_recipe("mdpo").main(["--config", TINY, *QUIET, *args], run=False)
     assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    error = err[err.find("error: "):].strip()
+    assert message in error and len(error.splitlines()) <= 2, err  # the message, and where --help is
 
 
 def test_a_checkpoint_of_the_other_algorithm_resumes_as_itself(tmp_path):
