@@ -57,8 +57,9 @@ def run(config: str, seed: int, extra: list[str]) -> dict:
         seconds = time.perf_counter() - start
     model = cli.model.eval()
     returns = evaluate(model.act, model.make_env, EVAL_EPISODES, seed=EVAL_SEED)
+    last = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("train/")}
     return {"seed": seed, "env_steps": int(model.env_steps), "seconds": seconds, "return": float(returns.mean()),
-            "return_std": float(returns.std()), "val_curve": curve}
+            "return_std": float(returns.std()), "val_curve": curve, "last_train_metrics": last}
 
 
 def summary(rows: list[dict], solved: float | None) -> str:
@@ -90,7 +91,8 @@ def main() -> None:
         row = rows[-1]
         print(f"seed {seed}: {row['env_steps']} env steps in {row['seconds']:.0f} s, final greedy return "
               f"{row['return']:.1f} ± {row['return_std']:.1f}; val/return "
-              + " ".join(f"{r:.0f}" for _, r in row["val_curve"]), flush=True)
+              + " ".join(f"{r:.0f}" for _, r in row["val_curve"])
+              + f"; last entropy {row['last_train_metrics'].get('train/entropy', float('nan')):.3f}", flush=True)
         if args.out:
             Path(args.out).write_text(json.dumps({"config": args.config, "extra": args.extra, "solved": args.solved,
                                                   "runs": rows}) + "\n")

@@ -194,7 +194,7 @@ def test_cartpole_solved_within_100k_steps(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     ckpt = torch.load(tmp_path / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     model = zoo.load(tmp_path / "version_0" / "checkpoints" / "last.ckpt")
-    assert ckpt["global_step"] == 390
+    assert ckpt["global_step"] == 48
     assert int(model.env_steps) <= 100_000
     returns = model.evaluate(n_episodes=20, seed=123)
     assert returns.mean() >= 475, returns
