@@ -26,6 +26,7 @@ What it adds to LightningCLI:
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import os
 import sys
@@ -101,6 +102,38 @@ def quiet_libraries() -> None:
         hf_logging.set_verbosity_error()
 
 
+UNION_ERROR = "Does not validate against any of the Union subtypes"
+
+
+def model_error(e: ValueError) -> BaseException:
+    """The error the model raised. In subclass mode jsonargparse reports it inside a listing of every
+    subtype it tried (several lines, with the whole config); the model's own error is its cause."""
+    if str(e).startswith(UNION_ERROR):
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, ValueError):
+            return cause
+    return e
+
+
+def union_message(message: str) -> str:
+    """jsonargparse's report on a subclass-mode argument (``--model.*`` of a recipe with several classes)
+    lists every subtype it tried over many lines; this keeps the error of the class that was tried."""
+    if UNION_ERROR not in message:
+        return message
+    lines = [line.strip() for line in message.splitlines()]
+    key = lines[0] if lines[0].startswith("Parser key") else ""
+    items: list[list[str]] = []
+    for line in lines[lines.index("Errors:") + 1:] if "Errors:" in lines else []:
+        if line.startswith("Given value"):
+            break
+        if line.startswith("- "):
+            items.append([line[2:]])
+        elif items:
+            items[-1].append(line)
+    tried = [item for item in items if not item[0].startswith("Expected a <class 'NoneType'>")]
+    return " ".join([key, *tried[0]]).strip() if tried else message
+
+
 class ZooArgumentParser(LightningArgumentParser):
     """A usage error is one line (and where --help is), not the 80-line usage message."""
 
@@ -108,6 +141,7 @@ class ZooArgumentParser(LightningArgumentParser):
         if not self.exit_on_error:  # jsonargparse parsing tentatively: it catches the error itself
             return super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
+        message = union_message(message)
         sys.stderr.write(f"error: {message}\n({parser.prog.replace(' [options]', '')} --help lists every option)\n")
         self.exit(2)
 
@@ -171,9 +205,12 @@ class ZooCLI(LightningCLI):
 
     def _hparams_from_files(self, parser) -> tuple[dict[str, Any], Path | None] | None:
         """The model hyperparameters of the checkpoint to resume or the release to start from (checked for
-        method and code), and the checkpoint's resolved path."""
+        method and code), and the checkpoint's resolved path. A recipe in subclass mode (one recipe, several
+        classes, as MDPO's) gets the file's class too, with every hyperparameter that class takes."""
         config = self._config(self.config)
-        ckpt_path, init_from = config.get("ckpt_path"), config.get("model", {}).get("init_from")
+        model = config.get("model") or {}
+        given = dict((model.get("init_args") or {}) if self.subclass_mode_model else model)
+        ckpt_path, init_from = config.get("ckpt_path"), given.get("init_from")
         if ckpt_path in LIGHTNING_CKPT_WORDS:
             return None
         if ckpt_path:
@@ -185,12 +222,15 @@ class ZooCLI(LightningCLI):
             path = None
         else:
             return None
-        if cls is not self.model_class:
+        if not (issubclass(cls, self.model_class) if self.subclass_mode_model else cls is self.model_class):
             kind = "a checkpoint" if path is not None else "a release"
             raise UserError(f"{source}: {kind} of {method_of(cls)} ({cls.__module__}.{cls.__name__}), but this "
                             f"recipe trains {self.method} ({self.model_class.__module__}.{self.model_class.__name__})")
-        given = dict(config.get("model") or {})
         check_code(cls, hparams, source, bool(config.get("trust_code")), given=given)
+        if self.subclass_mode_model:
+            settable = set(inspect.signature(cls.__init__).parameters) - {"self", "init_from"}
+            init_args = {k: v for k, v in hparams.items() if k in settable}
+            return {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": init_args}, path
         settable = set(given) - {"init_from"}
         hparams = {k: v for k, v in hparams.items() if k in settable}
         return hparams, path
@@ -224,7 +264,7 @@ class ZooCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as e:
-            self._parser(self.subcommand).error(str(e))
+            self._parser(self.subcommand).error(str(model_error(e)))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})

@@ -1,10 +1,12 @@
 """MDPO against Stable-Baselines3's PPO and SAC, side by side in one run, on equal terms: the same
 networks, the same number of vectorised environments, the same environment steps and the same
 update schedule; one thread each. Prints environment steps per second (ours / SB3) and the mean
-greedy return of 20 evaluation episodes on the same seeds.
+greedy return of 20 evaluation episodes on the same seeds. Acrobot's PPO instead takes rl-zoo's
+tuned Acrobot-v1 settings (what a user would pick), at the same number of environment steps.
 
     python scripts/bench/mdpo.py                       # CartPole on-policy, Pendulum off-policy
     python scripts/bench/mdpo.py --tasks pendulum_on   # Pendulum on-policy (100k steps)
+    python scripts/bench/mdpo.py --tasks hopper_on_minibatch --seeds 0 1 2   # a variant of ours alone
     python scripts/bench/mdpo.py --seeds 0 1 2 --out bench.json --plot curves.png
     python scripts/bench/mdpo.py --replot bench.json --plot curves.png   # redraw from a saved run
 """
@@ -62,35 +64,40 @@ def ours(config: str, seed: int, extra: list[str], score: bool = True) -> tuple[
     return seconds, float(returns.mean()), int(model.env_steps), curve
 
 
+# rl-baselines3-zoo's hyperparams/ppo.yml, Acrobot-v1 (normalize: true is VecNormalize of observations and rewards)
+PPO_ZOO_ACROBOT = {"n_envs": 16, "n_steps": 256, "gae_lambda": 0.94, "gamma": 0.99, "n_epochs": 4, "ent_coef": 0.0}
+
+
 def sb3(algo: str, hp: dict, seed: int, score: bool = True) -> tuple[float, float, int, list]:
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
 
     env_id = hp["env"]
     normalize = None
-    if algo == "ppo":
-        K = hp["iterations"]
+    steps = hp["iterations"] * hp["n_envs"] * hp["n_steps"]
+    if algo == "ppo_zoo":  # rl-zoo's tuned settings, everything else SB3's defaults
+        zoo_hp = dict(PPO_ZOO_ACROBOT)
+        env = normalize = VecNormalize(make_vec_env(env_id, n_envs=zoo_hp.pop("n_envs"), seed=seed))
+        model = PPO("MlpPolicy", env, seed=seed, device="cpu", **zoo_hp)
+    elif algo == "ppo":
         lr = (lambda f: f * hp["lr"]) if hp.get("lr_anneal") else hp["lr"]
         env = make_vec_env(env_id, n_envs=hp["n_envs"], seed=seed)
         if hp.get("normalize_obs"):
-            from stable_baselines3.common.vec_env import VecNormalize
-
             env = normalize = VecNormalize(env, norm_obs=True, norm_reward=False)
-        model = PPO("MlpPolicy", env, n_steps=hp["n_steps"], batch_size=hp["minibatch_size"],
+        model = PPO("MlpPolicy", env, n_steps=hp["n_steps"], batch_size=hp.get("minibatch_size", 64),
                     n_epochs=hp["sgd_epochs"], gamma=hp["gamma"], gae_lambda=hp["gae_lambda"], learning_rate=lr,
                     clip_range=0.2, ent_coef=hp.get("ent_coef", 0.0), max_grad_norm=0.5, seed=seed, device="cpu",
                     policy_kwargs={"net_arch": dict(pi=hp["hidden_sizes"], vf=hp["hidden_sizes"]),
                                    "activation_fn": torch.nn.Tanh})
-        steps = K * hp["n_envs"] * hp["n_steps"]
     else:
         env = make_vec_env(env_id, n_envs=hp["n_envs"], seed=seed)
         model = SAC("MlpPolicy", env, learning_rate=hp["lr"], buffer_size=hp["buffer_size"],
                     batch_size=hp["batch_size"], learning_starts=hp["learning_starts"], tau=hp["tau"],
                     gamma=hp["gamma"], train_freq=hp["n_steps"], gradient_steps=hp["n_steps"] * hp["n_envs"],
-                    ent_coef=f"auto_{hp['alpha']}", seed=seed, device="cpu",
-                    policy_kwargs={"net_arch": hp["hidden_sizes"]})
-        steps = hp["iterations"] * hp["n_envs"] * hp["n_steps"]
+                    ent_coef=f"auto_{hp['alpha']}" if hp.get("autotune_alpha") else hp["alpha"], seed=seed,
+                    device="cpu", policy_kwargs={"net_arch": hp["hidden_sizes"]})
     curve = []
 
     class Curve(BaseCallback):
@@ -110,26 +117,36 @@ def sb3(algo: str, hp: dict, seed: int, score: bool = True) -> tuple[float, floa
     return seconds, float(returns.mean()), steps, curve
 
 
-TASKS = {  # config, reference, trainer.max_steps (None: the config's)
-    "cartpole": ("default.yaml", "ppo", None),
-    "pendulum_off": ("pendulum.yaml", "sac", None),
-    "pendulum_on": ("pendulum_on_policy.yaml", "ppo", None),
-    "hopper_on": ("paper_on_policy.yaml", "ppo", 98),  # 200k of the paper's 1M steps: what this CPU affords
-    "hopper_off": ("paper.yaml", "sac", 600),  # 30k of the paper's 1M steps (10k of them random)
+# the update schedule this zoo used before it followed the official code (PPO's minibatches, one optimiser)
+MINIBATCH = ["--model.update_schedule", "minibatch", "--model.minibatch_size", "64", "--model.orthogonal_init", "false"]
+
+TASKS = {  # config, reference (None: ours alone), trainer.max_steps (None: the config's), our extra arguments
+    "cartpole": ("default.yaml", "ppo", None, []),
+    "acrobot": ("acrobot.yaml", "ppo_zoo", None, []),
+    "pendulum_off": ("pendulum.yaml", "sac", None, []),
+    "pendulum_on": ("pendulum_on_policy.yaml", "ppo", None, []),
+    "hopper_on": ("paper_on_policy.yaml", "ppo", 98, []),  # 200k of the paper's 1M steps: what this CPU affords
+    "hopper_on_minibatch": ("paper_on_policy.yaml", None, 98, MINIBATCH),
+    "hopper_off": ("paper.yaml", "sac", 600, []),  # 30k of the paper's 1M steps (10k of them random)
+    "hopper_off_100k": ("paper.yaml", "sac", 2000, []),
 }
+
+
+def model_hparams(config: str) -> dict:
+    import yaml
+
+    spec = yaml.safe_load((CONFIGS / config).read_text())
+    return {**spec["model"].get("init_args", {})}, spec["trainer"]["max_steps"]
 
 
 def speed(task: str, iterations: int, rounds: int) -> list[float]:
     """Steps/s ratios (ours / SB3) of short runs, alternating the two ``rounds`` times, so that a load
     that changes over minutes (a shared machine) weighs on both alike."""
-    import yaml
-
-    config, algo, _ = TASKS[task]
-    spec = yaml.safe_load((CONFIGS / config).read_text())
-    hp = {**spec["model"], "iterations": iterations}
+    config, algo, _, extra = TASKS[task]
+    hp = {**model_hparams(config)[0], "iterations": iterations}
     ratios = []
     for r in range(rounds):
-        t_o, _, n_o, _ = ours(config, r, ["--trainer.max_steps", str(iterations)], score=False)
+        t_o, _, n_o, _ = ours(config, r, ["--trainer.max_steps", str(iterations), *extra], score=False)
         t_b, _, n_b, _ = sb3(algo, hp, r, score=False)
         ratios.append((n_o / t_o) / (n_b / t_b))
         print(f"{task:13s} round {r}  {n_o} steps   MDPO {n_o / t_o:7.0f} steps/s  SB3 {algo.upper()} {n_b / t_b:7.0f} "
@@ -157,8 +174,10 @@ def plot(rows: list[dict], path: str, bins: int = 20) -> None:
         runs = [r for r in rows if r["task"] == task]
         edges = np.linspace(0, runs[0]["env_steps"], bins + 1)
         mid = (edges[1:] + edges[:-1]) / 2
-        algo = TASKS[task][1].upper()
+        algo = (TASKS[task][1] or "").upper().replace("_ZOO", " (rl-zoo)")
         for key, label in (("mdpo_curve", "MDPO (ours)"), ("sb3_curve", f"SB3 {algo}")):
+            if key not in runs[0]:
+                continue
             ys = np.stack([binned(r[key], edges) for r in runs])
             mean, std = np.nanmean(ys, 0), np.nanstd(ys, 0)
             ax.plot(mid, mean, label=label)
@@ -181,17 +200,20 @@ def table(rows: list[dict]) -> str:
         runs = [r for r in rows if r["task"] == task]
         algo = TASKS[task][1]
         ours_r = np.array([r["mdpo_return"] for r in runs])
+        if algo is None:
+            lines.append(f"| {task} | {runs[0]['env_steps']} | {len(runs)} | {ours_r.mean():.1f} ± {ours_r.std():.1f} "
+                         "| — | — | — |")
+            continue
         ref_r = np.array([r[f"sb3_{algo}_return"] for r in runs])
         ratio = np.array([r["speed_ratio"] for r in runs])
+        name = "SB3 PPO (rl-zoo)" if algo == "ppo_zoo" else f"SB3 {algo.upper()}"
         lines.append(f"| {task} | {runs[0]['env_steps']} | {len(runs)} | {ours_r.mean():.1f} ± {ours_r.std():.1f} | "
-                     f"SB3 {algo.upper()} | {ref_r.mean():.1f} ± {ref_r.std():.1f} | "
+                     f"{name} | {ref_r.mean():.1f} ± {ref_r.std():.1f} | "
                      f"{np.median(ratio):.2f}× [{ratio.min():.2f}, {ratio.max():.2f}] |")
     return "\n".join(lines)
 
 
 def main() -> None:
-    import yaml
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["cartpole", "pendulum_off"], choices=sorted(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -201,6 +223,7 @@ def main() -> None:
                         help="only measure speed: this many iterations of each task, alternating ours and SB3")
     parser.add_argument("--rounds", type=int, default=5, help="alternations for --speed")
     parser.add_argument("--replot", help="only print the table (and draw --plot) from this saved --out JSON")
+    parser.add_argument("--append", action="store_true", help="add to the rows already in --out")
     args = parser.parse_args()
     if args.replot:
         rows = json.loads(Path(args.replot).read_text())
@@ -215,23 +238,29 @@ def main() -> None:
             print(f"{task}: steps/s ratio MDPO / SB3 median {np.median(ratios):.2f}x over {len(ratios)} rounds "
                   f"[{min(ratios):.2f}, {max(ratios):.2f}]", flush=True)
         return
-    rows = []
+    rows = json.loads(Path(args.out).read_text()) if args.out and args.append and Path(args.out).exists() else []
     for task in args.tasks:
-        config, algo, iterations = TASKS[task]
-        spec = yaml.safe_load((CONFIGS / config).read_text())
-        iterations = iterations or spec["trainer"]["max_steps"]
-        hp = {**spec["model"], "iterations": iterations}
+        config, algo, iterations, extra = TASKS[task]
+        hp, max_steps = model_hparams(config)
+        iterations = iterations or max_steps
+        hp = {**hp, "iterations": iterations}
         for seed in args.seeds:
-            t_o, r_o, n_o, c_o = ours(config, seed, ["--trainer.max_steps", str(iterations)])
-            t_b, r_b, n_b, c_b = sb3(algo, hp, seed)
-            assert n_o == n_b, (n_o, n_b)
-            rows.append({"task": task, "seed": seed, "env_steps": n_o, "mdpo_steps_per_s": n_o / t_o,
-                         f"sb3_{algo}_steps_per_s": n_b / t_b, "speed_ratio": (n_o / t_o) / (n_b / t_b),
-                         "mdpo_return": r_o, f"sb3_{algo}_return": r_b, "mdpo_curve": c_o, "sb3_curve": c_b})
-            print(f"{task:13s} seed {seed}  {n_o} steps   MDPO {n_o / t_o:7.0f} steps/s  SB3 {algo.upper()} "
-                  f"{n_b / t_b:7.0f} steps/s  ratio {rows[-1]['speed_ratio']:.2f}x   return MDPO {r_o:8.1f}  "
-                  f"SB3 {algo.upper()} {r_b:8.1f}", flush=True)
-            if args.out:  # after every pair, so that an interrupted run keeps what it measured
+            t_o, r_o, n_o, c_o = ours(config, seed, ["--trainer.max_steps", str(iterations), *extra])
+            row = {"task": task, "seed": seed, "env_steps": n_o, "mdpo_steps_per_s": n_o / t_o, "mdpo_return": r_o,
+                   "mdpo_curve": c_o, "mdpo_args": extra}
+            line = f"{task:13s} seed {seed}  {n_o} steps   MDPO {n_o / t_o:7.0f} steps/s"
+            if algo is not None:
+                t_b, r_b, n_b, c_b = sb3(algo, hp, seed)
+                assert n_o == n_b, (n_o, n_b)
+                row.update({f"sb3_{algo}_steps_per_s": n_b / t_b, "speed_ratio": (n_o / t_o) / (n_b / t_b),
+                            f"sb3_{algo}_return": r_b, "sb3_curve": c_b})
+                line += (f"  SB3 {algo.upper()} {n_b / t_b:7.0f} steps/s  ratio {row['speed_ratio']:.2f}x   "
+                         f"return MDPO {r_o:8.1f}  SB3 {algo.upper()} {r_b:8.1f}")
+            else:
+                line += f"   return MDPO {r_o:8.1f}"
+            rows.append(row)
+            print(line, flush=True)
+            if args.out:  # after every run, so that an interrupted one keeps what it measured
                 Path(args.out).write_text(json.dumps(rows) + "\n")
     print(table(rows))
     if args.plot:

@@ -1,5 +1,7 @@
-"""MDPO end to end: the off-policy variant resumes exactly, a released policy acts in one call,
-validate logs the return, bad input fails clearly, and (slow) CartPole is solved in 100k steps."""
+"""MDPO end to end: the update schedules take the steps they say, the off-policy warm-up leaves the
+optimisers untouched, the off-policy variant resumes exactly and runs under DDP, a released policy
+acts in one call, validate logs the return, bad input fails clearly, and (slow) CartPole is solved in
+100k steps by the final model."""
 import re
 import subprocess
 import sys
@@ -14,16 +16,76 @@ from zoo.rl import EnvPool, make_env
 
 from ..conftest import ROOT, load_recipe
 
-TINY = str(ROOT / "recipes" / "configs" / "mdpo" / "tiny.yaml")
+CONFIGS = ROOT / "recipes" / "configs" / "mdpo"
+TINY = str(CONFIGS / "tiny.yaml")
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-OFF_POLICY = ["--model.env", "Pendulum-v1", "--model.variant", "off_policy", "--model.n_envs", "2",
-              "--model.n_steps", "8", "--model.learning_starts", "16", "--model.batch_size", "8",
-              "--model.sgd_steps", "16", "--model.hidden_sizes", "[16]"]
+OFF_POLICY = ["--config", str(CONFIGS / "tiny_off_policy.yaml")]
 
 
 def fit(root, *args):
     cli = load_recipe("mdpo").main(["fit", "--config", TINY, "--trainer.default_root_dir", str(root), *QUIET, *args])
     return cli.trainer, cli.model
+
+
+def adam_steps(model) -> list[set[int]]:
+    """For each optimiser of a fitted model, the step counts Adam holds for its parameters."""
+    return [{int(opt.state[p]["step"]) for g in opt.param_groups for p in g["params"] if p in opt.state}
+            for opt in model.raw_optimizers()]
+
+
+def test_full_batch_takes_m_policy_steps_and_its_own_value_steps(tmp_path):
+    """The paper's schedule (the default): per iteration, m = sgd_epochs Adam steps of the policy on the
+    whole rollout, and value_epochs passes of value_minibatch_size minibatches for V."""
+    trainer, model = fit(tmp_path)
+    assert trainer.global_step == 4 and model.hparams.update_schedule == "full_batch"
+    # tiny.yaml: 2 envs × 16 steps = 32 transitions, m = 2, value: 2 epochs × 32/16 minibatches
+    assert adam_steps(model) == [{4 * 2}, {4 * 2 * 2}]
+
+
+def test_minibatch_schedule_steps_policy_and_value_together(tmp_path):
+    _, model = fit(tmp_path, "--model.update_schedule", "minibatch", "--model.minibatch_size", "8")
+    assert adam_steps(model) == [{4 * 2 * 4}, {4 * 2 * 4}]  # 2 epochs × 32/8 minibatches, one step each
+
+
+def test_off_policy_warm_up_leaves_the_optimisers_untouched(tmp_path):
+    """Iterations before learning_starts advance the trainer's step, but Adam's step count (its bias
+    correction) counts only the real updates."""
+    trainer, model = fit(tmp_path, *OFF_POLICY, "--trainer.max_steps", "5", "--model.autotune_alpha", "true",
+                         "--model.learning_starts", "40")
+    # 16 transitions per iteration: iterations 1-2 are warm-up (16, 32 < 40), iterations 3-5 learn 16 steps each
+    assert trainer.global_step == 5 and int(model.env_steps) == 80
+    assert adam_steps(model) == [{3 * 16}, {3 * 16}, {3 * 16}]  # actor, critics, temperature
+
+
+def test_off_policy_step_size_is_constant_by_default(tmp_path):
+    trainer, model = fit(tmp_path, *OFF_POLICY, "--model.step_size", "0.5")
+    assert model.hparams.step_size_schedule == "constant"
+    assert trainer.callback_metrics["train/t_k"].item() == 0.5
+    trainer, _ = fit(tmp_path / "linear", *OFF_POLICY, "--model.step_size_schedule", "linear")
+    # 4 iterations of 16 steps, refreshed every 16: K = 4 refreshes, and the last iteration has k = 4 → 1/K
+    assert trainer.callback_metrics["train/t_k"].item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("args", [[], OFF_POLICY], ids=["on_policy", "off_policy"])
+def test_fp16_is_refused_for_both_algorithms(args):
+    """Their updates step the optimisers directly, past 16-mixed's gradient scaler (on a CPU Lightning
+    turns 16-mixed into bf16-mixed, so the refusal is checked on the module itself)."""
+    from types import SimpleNamespace
+
+    from zoo.errors import UserError
+
+    model = load_recipe("mdpo").main(["--config", TINY, *QUIET, *args], run=False).model
+    assert type(model).scales_fp16_gradients is False
+    model._trainer = SimpleNamespace(precision="16-mixed")
+    with pytest.raises(UserError, match="16-mixed: .*MDPO steps its optimisers outside Lightning's gradient scaler"):
+        model.setup("fit")
+
+
+def test_a_fine_tune_counts_its_own_environment_steps(tmp_path):
+    _, model = fit(tmp_path / "a", *OFF_POLICY)
+    hub.save(model, tmp_path / "release")
+    _, tuned = fit(tmp_path / "b", *OFF_POLICY, "--model.init_from", str(tmp_path / "release"), "--trainer.max_steps", "1")
+    assert int(model.env_steps) == 64 and int(tuned.env_steps) == 16 and int(tuned.n_refreshes) == 1
 
 
 def test_off_policy_resume_equals_unbroken_run(tmp_path):
@@ -87,14 +149,33 @@ def test_validate_logs_mean_return(tmp_path, capsys):
     (["--model.env", "NoSuchEnv-v9"], "unknown to gymnasium"),
     (["--model.env", "tests.mdpo.envs:not_an_env"], "not a gymnasium.Env"),
     (["--model.env", "tests.mdpo.envs:MultiDiscreteActions"], "Discrete and Box action spaces"),
-    (["--model.variant", "off_policy"], "needs a Box action space"),
+    (["--model.sgd_steps", "10"], "sgd_steps"),
+    (["--model", "OffPolicyMDPO"], "needs a Box action space"),
     (["--model.n_envs", "0"], "n_envs must be"),
 ])
 def test_bad_input_fails_clearly(args, message, capsys):
     with pytest.raises(SystemExit) as exit_:  # ZooCLI reports a rejected hyperparameter as a usage error
         load_recipe("mdpo").main(["--config", TINY, *QUIET, *args], run=False)
     assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    error = err[err.find("error: "):].strip()
+    assert message in error and len(error.splitlines()) <= 2, err  # the message, and where --help is
+
+
+def test_a_checkpoint_of_the_other_algorithm_resumes_as_itself(tmp_path):
+    """A resumed run is built from its checkpoint's class, whatever the default config names."""
+    fit(tmp_path, *OFF_POLICY, "--trainer.max_steps", "2")
+    cli = load_recipe("mdpo").main(["fit", "--trainer.default_root_dir", str(tmp_path), *QUIET, "--ckpt_path", "last",
+                                    "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0"])
+    assert type(cli.model).__name__ == "OffPolicyMDPO" and cli.model.hparams.env == "Pendulum-v1"
+    assert cli.trainer.global_step == 3
+
+
+def test_unknown_class_fails_clearly(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_recipe("mdpo").main(["--config", TINY, *QUIET, "--model", "NoSuchMDPO"], run=False)
+    assert exit_.value.code == 2
+    assert "NoSuchMDPO" in capsys.readouterr().err
 
 
 def test_nan_observation_fails_clearly(tmp_path, capsys):
@@ -106,11 +187,14 @@ def test_nan_observation_fails_clearly(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cartpole_solved_within_100k_steps(tmp_path):
+    """The default recipe, seed 0, judged on its final model: last.ckpt holds fit's last step."""
     out = subprocess.run([sys.executable, str(ROOT / "recipes" / "mdpo.py"), "fit", *QUIET,
                           "--trainer.default_root_dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
                          timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
-    model = zoo.load(tmp_path / "checkpoints" / "last.ckpt")
+    ckpt = torch.load(tmp_path / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    model = zoo.load(tmp_path / "version_0" / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 48
     assert int(model.env_steps) <= 100_000
     returns = model.evaluate(n_episodes=20, seed=123)
     assert returns.mean() >= 475, returns
@@ -118,7 +202,7 @@ def test_cartpole_solved_within_100k_steps(tmp_path):
 
 def test_continuous_on_policy_bf16_with_model_summary(tmp_path):
     trainer, model = fit(tmp_path, "--model.env", "Pendulum-v1", "--trainer.precision", "bf16-mixed",
-                         "--trainer.enable_model_summary", "true", "--model.normalize_obs", "true")
+                         "--trainer.enable_model_summary", "true")
     assert trainer.global_step == 4 and int(model.env_steps) == 4 * 2 * 16
     assert model.obs_norm.count.item() == 4 * 2 * 16  # the normaliser saw every observation once
     assert torch.isfinite(model.policy.log_std).all() and not torch.equal(model.policy.log_std, torch.zeros(1))
@@ -173,26 +257,27 @@ class Dump(L.Callback):
         torch.save({{"state": {{k: v.cpu() for k, v in m.state_dict().items()}},
                     "obs": torch.as_tensor(m.pool.obs)}}, f"{out}/rank{{trainer.global_rank}}.pt")
 
-cli = ZooCLI(MDPO, args=sys.argv[1:], run=False)
+cli = ZooCLI(MDPO, args=sys.argv[1:], run=False, subclass_mode_model=True)
 cli.trainer.callbacks.append(Dump())
 cli.trainer.fit(cli.model)
 '''
 
 
-def test_ddp_ranks_share_weights_and_run_their_own_environments(tmp_path):
-    """Under DDP each process steps its own, differently seeded, environments; the all-reduced
-    gradients (one per manual_backward) keep the weights identical on every rank."""
+def test_off_policy_ddp_ranks_share_weights_and_run_their_own_environments(tmp_path):
+    """Under DDP each process steps its own, differently seeded, environments; the critic, actor and
+    temperature updates each average their gradients over the ranks, which keeps the weights identical."""
     import os
 
     script = tmp_path / "run.py"
     script.write_text(DDP_SCRIPT.format(root=str(ROOT), out=str(tmp_path)))
-    out = subprocess.run([sys.executable, str(script), "--config", TINY, *QUIET, "--trainer.accelerator", "cpu",
+    out = subprocess.run([sys.executable, str(script), *OFF_POLICY, *QUIET, "--trainer.accelerator", "cpu",
                           "--trainer.devices", "2", "--trainer.strategy", "ddp", "--model.normalize_obs", "true",
-                          "--trainer.default_root_dir", str(tmp_path / "run")],
+                          "--model.autotune_alpha", "true", "--trainer.default_root_dir", str(tmp_path / "run")],
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for k, v in r0["state"].items():
         torch.testing.assert_close(r1["state"][k], v, rtol=0, atol=0, msg=f"{k} differs between ranks")
     assert not torch.equal(r0["obs"], r1["obs"])
-    assert r0["state"]["obs_norm.count"].item() == 2 * 4 * 2 * 16  # statistics of both ranks' observations
+    assert r0["state"]["obs_norm.count"].item() == 2 * 4 * 2 * 8  # statistics of both ranks' observations
+    assert not torch.equal(r0["state"]["log_alpha"], torch.tensor(0.2).log())  # the temperature learned

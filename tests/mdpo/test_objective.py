@@ -12,6 +12,7 @@ from zoo.mdpo.objective import (
     gaussian_log_prob,
     mdpo_off_policy_actor_loss,
     mdpo_on_policy_loss,
+    policy_regularization,
     soft_q_target,
     step_size,
     tanh_gaussian_log_prob,
@@ -129,10 +130,12 @@ def test_on_policy_loss_by_hand():
 
 def test_off_policy_losses_by_hand():
     q = torch.tensor([1.0, 3.0])
-    logp = torch.tensor([-1.0, 0.5])
+    old_logp = torch.tensor([-1.0, 0.5])
     kl = torch.tensor([0.2, 0.4])
     expected = ((0.1 * -1.0 - 1.0) + (0.1 * 0.5 - 3.0)) / 2 + 0.3 / 0.5
-    assert mdpo_off_policy_actor_loss(q, logp, kl, 0.5, 0.1).item() == pytest.approx(expected)
+    assert mdpo_off_policy_actor_loss(q, old_logp, kl, 0.5, 0.1).item() == pytest.approx(expected)
+    mean, log_std = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.5, -1.0]])
+    assert policy_regularization(mean, log_std, 1e-3).item() == pytest.approx(1e-3 * ((1 + 4) / 2 + (0.25 + 1) / 2))
     y = soft_q_target(torch.tensor([1.0, 2.0]), torch.tensor([0, 1]), torch.tensor([4.0, 7.0]),
                       torch.tensor([5.0, 1.0]), torch.tensor([-2.0, -2.0]), 0.99, 0.1)
     torch.testing.assert_close(y, torch.tensor([1.0 + 0.99 * (4.0 + 0.2), 2.0]))
@@ -142,3 +145,27 @@ def test_off_policy_losses_by_hand():
     loss = temperature_loss(log_alpha, torch.tensor([-3.0, -1.0]), target_entropy=1.0)
     (g,) = torch.autograd.grad(loss, log_alpha)
     assert g.item() == pytest.approx(-((-3.0 + 1.0) + (-1.0 + 1.0)) / 2)  # entropy 2 > H̄ −1: λ falls
+
+
+def test_off_policy_actor_loss_is_the_official_one_in_expectation():
+    """The official actor loss is a one-sample estimate, c log π_θ(ã) + (λ − c) log π_θk(ã) − Q(ã) with
+    c = 1/t_k (mdpo_off/mdpo.py L227); ours takes the KL in closed form. Same value in expectation and
+    the same gradient with respect to θ, for tanh-squashed Gaussians and reparametrised ã."""
+    g = torch.Generator().manual_seed(4)
+    mean = torch.tensor([0.3, -0.6], requires_grad=True)
+    log_std = torch.tensor([-0.4, 0.1], requires_grad=True)
+    old_mean, old_log_std = torch.tensor([-0.5, 0.4]), torch.tensor([-0.9, 0.3])  # KL ≈ 2.6
+    t_k, lam = 0.5, 0.7
+    u = mean + log_std.exp() * torch.randn(400_000, 2, generator=g)
+    a = torch.tanh(u)
+    q = (a * torch.tensor([1.0, -2.0])).sum(-1)  # any differentiable critic
+    logp, old_logp = tanh_gaussian_log_prob(u, mean, log_std), tanh_gaussian_log_prob(u, old_mean, old_log_std)
+    official = (logp / t_k + (lam - 1 / t_k) * old_logp - q).mean()
+    kl = gaussian_kl(mean, log_std, old_mean, old_log_std)
+    ours = mdpo_off_policy_actor_loss(q, old_logp, kl, t_k, lam)
+    assert ours.item() == pytest.approx(official.item(), abs=2e-2)
+    # the entropy term is π_θk's log-density at ã: with π_θ's instead the loss moves by λ KL ≈ 1.8
+    assert abs((lam * logp - q).mean().item() + kl.item() / t_k - official.item()) > 1.0
+    g_official = torch.cat(torch.autograd.grad(official, (mean, log_std), retain_graph=True))
+    g_ours = torch.cat(torch.autograd.grad(ours, (mean, log_std)))
+    torch.testing.assert_close(g_ours, g_official, atol=3e-2, rtol=0)

@@ -1,5 +1,6 @@
 """The networks of MDPO: MLP policies (categorical; Gaussian with a state-independent or a
-state-dependent log σ, squashed by tanh outside), a state-value critic and a Q critic."""
+state-dependent log σ, squashed by tanh outside), a state-value critic and a Q critic, and the
+orthogonal initialisation that the official on-policy code (stable-baselines' MlpPolicy) uses."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -20,6 +21,17 @@ def mlp(in_dim: int, hidden_sizes: Sequence[int], out_dim: int, activation: str 
         width = h
     layers.append(nn.Linear(width, out_dim))
     return nn.Sequential(*layers)
+
+
+@torch.no_grad()
+def orthogonal_init(net: nn.Sequential, out_gain: float) -> nn.Sequential:
+    """Orthogonal weights and zero biases: gain √2 for the hidden layers, ``out_gain`` for the last one
+    (0.01 for a policy's head, so that the first policy is nearly uniform; 1 for a value head)."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    for i, layer in enumerate(linears):
+        nn.init.orthogonal_(layer.weight, gain=out_gain if i == len(linears) - 1 else 2 ** 0.5)
+        nn.init.zeros_(layer.bias)
+    return net
 
 
 class CategoricalPolicy(nn.Module):

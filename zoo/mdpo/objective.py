@@ -8,14 +8,17 @@ on-policy (eq. 7 of the paper)
 
     θ_{k+1} ← argmin_θ  −E_{s,a∼π_θk}[ π_θ(a|s)/π_θk(a|s) · A^{θk}(s, a) ] + (1/t_k) E_s[ KL(π_θ(·|s) ‖ π_θk(·|s)) ]
 
-off-policy (the SAC-like variant, eq. 10), with a reparametrised action ã = f_θ(ε; s) and a replay buffer D
+off-policy (the SAC-like variant), with a reparametrised action ã = f_θ(ε; s), a replay buffer D
+and the entropy weight λ; the regulariser is linearised at π_θk, as in the official code
+(mdpo_off/mdpo.py L227: ``logp_pi * c + (λ − c) * logp_pi_old − qf1_pi`` with c = 1/t_k)
 
-    θ_{k+1} ← argmin_θ  E_{s∼D, ε}[ λ log π_θ(ã|s) − Q_ψ(s, ã) ] + (1/t_k) E_{s∼D}[ KL(π_θ(·|s) ‖ π_θk(·|s)) ]
+    θ_{k+1} ← argmin_θ  E_{s∼D, ε}[ λ log π_θk(ã|s) − Q_ψ(s, ã) ] + (1/t_k) E_{s∼D}[ KL(π_θ(·|s) ‖ π_θk(·|s)) ]
 
     ψ ← argmin_ψ Σ_i E_{(s,a,r,s')∼D}[ (Q_ψi(s, a) − y)² ],
     y = r + γ (1 − d) ( min_i Q_ψ̄i(s', a') − λ log π_θ(a'|s') ),  a' ∼ π_θ(·|s')
 
-with the step size t_k = 1 − k/K over the run's K iterations (so the KL weight 1/t_k grows from 1 to K).
+On-policy the step size anneals, t_k = 1 − k/K over the run's K iterations (so the KL weight 1/t_k
+grows from 1 to K); off-policy it is a constant (the paper's appendix and the official ``klconst``).
 
 KL divergences are in closed form: categorical, and diagonal Gaussian. A tanh-squashed Gaussian has
 the same KL as the Gaussian it squashes, because KL is invariant under the bijection a = tanh(u).
@@ -99,9 +102,22 @@ def mdpo_on_policy_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tens
     return -(ratio * advantages).mean() + kl.mean() / t_k
 
 
-def mdpo_off_policy_actor_loss(q: Tensor, log_prob: Tensor, kl: Tensor, t_k: float, alpha: float | Tensor) -> Tensor:
-    """E[λ log π_θ(ã|s) − Q(s, ã)] + (1/t_k) E[KL(π_θ(·|s) ‖ π_θk(·|s))] for reparametrised actions ã."""
-    return (alpha * log_prob - q).mean() + kl.mean() / t_k
+def mdpo_off_policy_actor_loss(q: Tensor, old_log_prob: Tensor, kl: Tensor, t_k: float,
+                               lam: float | Tensor) -> Tensor:
+    """E[λ log π_θk(ã|s) − Q(s, ã)] + (1/t_k) E[KL(π_θ(·|s) ‖ π_θk(·|s))] for reparametrised actions ã ∼ π_θ.
+
+    The entropy term is the old policy's log-density at the new action: the MD step linearises the
+    entropy regulariser at π_θk. With π_θk uniform, log π_θk is a constant and the loss is SAC's
+    with temperature 1/t_k; with t_k = 1 and the one-sample KL estimate log π_θ(ã) − log π_θk(ã) it
+    is the official code's ``logp_pi + (λ − 1) logp_pi_old − qf1_pi``.
+    """
+    return (lam * old_log_prob - q).mean() + kl.mean() / t_k
+
+
+def policy_regularization(mean: Tensor, log_std: Tensor, weight: float) -> Tensor:
+    """weight · (E[μ²] + E[(log σ)²]), the official actor's penalty on the Gaussian's parameters
+    (mdpo_off/mdpo.py L232-238, weight 10⁻³), which keeps μ inside tanh's responsive range."""
+    return weight * (mean.pow(2).mean() + log_std.pow(2).mean())
 
 
 def soft_q_target(rewards: Tensor, terminated: Tensor, next_q1: Tensor, next_q2: Tensor, next_log_prob: Tensor,
