@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from zoo.errors import UserError
 from zoo.mdpo.nets import CategoricalPolicy, GaussianPolicy
 from zoo.mdpo.objective import categorical_log_prob, gaussian_log_prob
 from zoo.module import Steps, ZooModule
@@ -52,17 +53,17 @@ class MDPO(ZooModule):
         for name, value in (("n_envs", n_envs), ("n_steps", n_steps), ("steps_per_epoch", steps_per_epoch),
                             ("n_eval_episodes", n_eval_episodes)):
             if value < 1:
-                raise ValueError(f"--model.{name} must be ≥ 1, got {value}")
+                raise UserError(f"--model.{name} must be ≥ 1, got {value}")
         probe = make_env(env, **(env_kwargs or {}))
         obs_space, act_space = probe.observation_space, probe.action_space
         probe.close()
         if not isinstance(obs_space, gym.spaces.Box):
-            raise ValueError(f"--model.env {env}: MDPO's networks take a Box observation space, got {obs_space}")
+            raise UserError(f"--model.env {env}: MDPO's networks take a Box observation space, got {obs_space}")
         self.discrete = isinstance(act_space, gym.spaces.Discrete)
         if not self.discrete and not isinstance(act_space, gym.spaces.Box):
-            raise ValueError(f"--model.env {env}: MDPO handles Discrete and Box action spaces, got {act_space}")
+            raise UserError(f"--model.env {env}: MDPO handles Discrete and Box action spaces, got {act_space}")
         if isinstance(act_space, gym.spaces.Box) and not (np.isfinite(act_space.low).all() and np.isfinite(act_space.high).all()):
-            raise ValueError(f"--model.env {env}: the tanh-squashed policy needs finite action bounds, got {act_space}")
+            raise UserError(f"--model.env {env}: the tanh-squashed policy needs finite action bounds, got {act_space}")
         self.obs_shape = tuple(obs_space.shape)
         self.obs_dim = int(np.prod(self.obs_shape))
         self.obs_norm = RunningNorm((self.obs_dim,), enabled=normalize_obs)
@@ -132,9 +133,9 @@ class MDPO(ZooModule):
         if single:
             obs_t = obs_t[None]
         if tuple(obs_t.shape[1:]) != self.obs_shape:
-            raise ValueError(f"act: observations of shape {tuple(obs_t.shape)} do not match the env's {self.obs_shape}")
+            raise UserError(f"act: observations of shape {tuple(obs_t.shape)} do not match the env's {self.obs_shape}")
         if not torch.isfinite(obs_t).all():
-            raise ValueError("act: the observation holds NaN or ±inf")
+            raise UserError("act: the observation holds NaN or ±inf")
         if deterministic:
             out = self(obs_t).cpu().numpy()
             if not self.discrete:

@@ -21,6 +21,7 @@ from typing import Any, Literal, Sequence
 import torch
 from torch import Tensor, nn
 
+from zoo.errors import UserError
 from zoo.mdpo.module import MDPO
 from zoo.mdpo.nets import GaussianPolicy, QNetwork
 from zoo.mdpo.objective import (
@@ -110,15 +111,15 @@ class OffPolicyMDPO(MDPO):
                          steps_per_epoch=steps_per_epoch)
         self.save_hyperparameters()
         if self.discrete:
-            raise ValueError(f"--model.env {env} has Discrete actions: off-policy MDPO (SAC-like, reparametrised "
+            raise UserError(f"--model.env {env} has Discrete actions: off-policy MDPO (SAC-like, reparametrised "
                              "actions) needs a Box action space; use OnPolicyMDPO")
         for name, value in (("batch_size", batch_size), ("env_steps_per_refresh", env_steps_per_refresh)):
             if value < 1:
-                raise ValueError(f"--model.{name} must be ≥ 1, got {value}")
+                raise UserError(f"--model.{name} must be ≥ 1, got {value}")
         if not 0 < gamma <= 1 or not 0 < tau <= 1:
-            raise ValueError(f"--model.gamma and tau must lie in (0, 1]; got {gamma}, {tau}")
+            raise UserError(f"--model.gamma and tau must lie in (0, 1]; got {gamma}, {tau}")
         if step_size <= 0 or alpha <= 0:
-            raise ValueError(f"--model.step_size and alpha must be positive; got {step_size}, {alpha}")
+            raise UserError(f"--model.step_size and alpha must be positive; got {step_size}, {alpha}")
         hidden = list(hidden_sizes)
         self.q1, self.q2 = (QNetwork(self.obs_dim, self.act_dim, hidden, activation) for _ in range(2))
         self.q1_target, self.q2_target = (QNetwork(self.obs_dim, self.act_dim, hidden, activation) for _ in range(2))

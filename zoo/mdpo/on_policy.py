@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from zoo.errors import UserError
 from zoo.mdpo.module import MDPO
 from zoo.mdpo import nets
 from zoo.mdpo.objective import (
@@ -116,9 +117,9 @@ class OnPolicyMDPO(MDPO):
         for name, value in (("sgd_epochs", sgd_epochs), ("minibatch_size", minibatch_size),
                             ("value_epochs", value_epochs), ("value_minibatch_size", value_minibatch_size)):
             if value < 1:
-                raise ValueError(f"--model.{name} must be ≥ 1, got {value}")
+                raise UserError(f"--model.{name} must be ≥ 1, got {value}")
         if not 0 < gamma <= 1 or not 0 <= gae_lambda <= 1:
-            raise ValueError(f"--model.gamma must lie in (0, 1] and gae_lambda in [0, 1]; got {gamma}, {gae_lambda}")
+            raise UserError(f"--model.gamma must lie in (0, 1] and gae_lambda in [0, 1]; got {gamma}, {gae_lambda}")
         self.value = nets.mlp(self.obs_dim, list(hidden_sizes), 1, activation)
         if orthogonal_init:
             nets.orthogonal_init(self.policy.net, out_gain=0.01)

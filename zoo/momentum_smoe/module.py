@@ -22,6 +22,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.text import Perplexity
 
+from zoo.errors import UserError
 from zoo.lm.module import adamw_warmup_cosine, release_tokenizer
 from zoo.lm.objective import next_token_nll
 from zoo.module import ZooModule
@@ -51,10 +52,10 @@ def layer_variants_of(variant: str, n_layer: int, layer_variants: list[str] | No
     ``adam`` uses Adam in the first layer and heavy-ball momentum above it (the paper's AdamSMoE)."""
     if layer_variants is not None:
         if len(layer_variants) != n_layer:
-            raise ValueError(f"--model.layer_variants has {len(layer_variants)} entries for --model.n_layer {n_layer}")
+            raise UserError(f"--model.layer_variants has {len(layer_variants)} entries for --model.n_layer {n_layer}")
         bad = [v for v in layer_variants if v not in VARIANTS]
         if bad:
-            raise ValueError(f"--model.layer_variants: unknown {bad}; use {VARIANTS}")
+            raise UserError(f"--model.layer_variants: unknown {bad}; use {VARIANTS}")
         return list(layer_variants)
     if variant == "adam":
         return ["adam"] + ["momentum"] * (n_layer - 1)

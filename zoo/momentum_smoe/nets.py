@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.errors import UserError
 from zoo.momentum_smoe.objective import (
     adam_smoe_step,
     load_balancing_loss,
@@ -67,7 +68,7 @@ class SMoE(nn.Module):
     def __init__(self, d_model: int, num_experts: int, top_k: int, d_hidden: int, dropout: float = 0.0) -> None:
         super().__init__()
         if not 1 <= top_k <= num_experts:
-            raise ValueError(f"--model.top_k must lie in [1, num_experts={num_experts}], got {top_k}")
+            raise UserError(f"--model.top_k must lie in [1, num_experts={num_experts}], got {top_k}")
         self.top_k = top_k
         self.router = nn.Linear(d_model, num_experts)
         self.experts = Experts(num_experts, d_model, d_hidden, dropout)
@@ -86,7 +87,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_head: int, dropout: float) -> None:
         super().__init__()
         if d_model % n_head:
-            raise ValueError(f"--model.d_model {d_model} must be a multiple of --model.n_head {n_head}")
+            raise UserError(f"--model.d_model {d_model} must be a multiple of --model.n_head {n_head}")
         self.n_head, self.dropout = n_head, dropout
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
@@ -141,9 +142,9 @@ class Block(nn.Module):
                  dropout: float, params: UpdateParams, norm: str = "official") -> None:
         super().__init__()
         if variant not in VARIANTS:
-            raise ValueError(f"--model.layer_variants: unknown variant {variant!r}; use one of {VARIANTS}")
+            raise UserError(f"--model.layer_variants: unknown variant {variant!r}; use one of {VARIANTS}")
         if norm not in NORMS:
-            raise ValueError(f"--model.norm: unknown {norm!r}; use one of {NORMS}")
+            raise UserError(f"--model.norm: unknown {norm!r}; use one of {NORMS}")
         self.variant, self.params, self.norm = variant, params, norm
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.ln3 = nn.LayerNorm(d_model) if norm == "official" else None
