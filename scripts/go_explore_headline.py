@@ -28,7 +28,6 @@ Each run is one process after another on one core; the JSON keeps every seed's f
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zoo.cli import load_recipe  # noqa: E402
 from zoo.go_explore.data import make_game  # noqa: E402
 
 ENVS = {"multiroom": ("MiniGrid-MultiRoom-N4-S5-v1", "default.yaml"),
@@ -51,10 +51,7 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 
 
 def recipe():
-    spec = importlib.util.spec_from_file_location("recipe_go_explore", ROOT / "recipes" / "go_explore.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("go_explore")
 
 
 def fit(config: str, seed: int, *args: str):

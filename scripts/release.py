@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import importlib.util
 import json
 import math
 import platform
@@ -26,17 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from zoo import hub  # noqa: E402
-from zoo.cli import method_of  # noqa: E402
+from zoo.cli import load_recipe, method_of  # noqa: E402
 from zoo.curves import plot_curve  # noqa: E402
 
 PACKAGES = ("torch", "lightning", "torchmetrics", "transformers", "peft", "torch-geometric", "gymnasium", "safetensors")
-
-
-def load_recipe(method: str):
-    spec = importlib.util.spec_from_file_location(f"recipe_{method}", ROOT / "recipes" / f"{method}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def versions() -> dict[str, str]:

@@ -1,10 +1,11 @@
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from zoo.cli import load_recipe  # noqa: F401  (the tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,15 +19,6 @@ SHARED_DATA = _shared_data()
 
 # Tiny models on a shared CPU: one intra-op thread avoids OpenMP spin contention.
 torch.set_num_threads(1)
-
-
-def load_recipe(method: str):
-    """The recipes/<method>.py module, whose main(args) runs ZooCLI."""
-    path = ROOT / "recipes" / f"{method}.py"
-    spec = importlib.util.spec_from_file_location(f"recipe_{method}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

@@ -56,7 +56,16 @@ from zoo.runs import (
 )
 from zoo.trust import check_code
 
-CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+CONFIGS = RECIPES / "configs"
+
+
+def load_recipe(method: str):
+    """The recipes/<method>.py module, whose main(args) runs ZooCLI: for scripts and tests."""
+    spec = importlib.util.spec_from_file_location(f"recipe_{method}", RECIPES / f"{method}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 LIGHTNING_CKPT_WORDS = ("best", "hpc", "registry")
 

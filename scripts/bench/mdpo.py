@@ -25,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from zoo.cli import load_recipe  # noqa: E402
 from zoo.rl import evaluate, make_env  # noqa: E402
 
 CONFIGS = ROOT / "recipes" / "configs" / "mdpo"
@@ -34,8 +35,6 @@ EVAL_EPISODES, EVAL_SEED = 20, 5_000_000
 def ours(config: str, seed: int, extra: list[str], score: bool = True) -> tuple[float, float, int, list]:
     """(seconds, mean greedy return, env steps, [(env step, training episode return)]) of a recipe fit,
     validation off while timed."""
-    import importlib.util
-
     import lightning as L
 
     curve = []
@@ -46,9 +45,7 @@ def ours(config: str, seed: int, extra: list[str], score: bool = True) -> tuple[
             if r is not None and module.env_steps > (curve[-1][0] if curve else 0):
                 curve.append((int(module.env_steps), float(r)))
 
-    spec = importlib.util.spec_from_file_location("recipe_mdpo", ROOT / "recipes" / "mdpo.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe("mdpo")
     with tempfile.TemporaryDirectory() as tmp:
         cli = recipe.main(["--config", str(CONFIGS / config), "--seed_everything", str(seed),
                            "--trainer.default_root_dir", tmp, "--trainer.enable_progress_bar", "false",

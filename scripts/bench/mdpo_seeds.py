@@ -13,7 +13,6 @@ go to the recipe.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from zoo.cli import load_recipe  # noqa: E402
 from zoo.rl import evaluate  # noqa: E402
 
 CONFIGS = ROOT / "recipes" / "configs" / "mdpo"
@@ -43,9 +43,7 @@ def run(config: str, seed: int, extra: list[str]) -> dict:
             if r is not None and not trainer.sanity_checking:
                 curve.append((int(module.env_steps), float(r)))
 
-    spec = importlib.util.spec_from_file_location("recipe_mdpo", ROOT / "recipes" / "mdpo.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe("mdpo")
     with tempfile.TemporaryDirectory() as tmp:
         cli = recipe.main(["--config", str(CONFIGS / config), "--seed_everything", str(seed),
                            "--trainer.default_root_dir", tmp, "--trainer.enable_progress_bar", "false",

@@ -18,17 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from zoo.cli import load_recipe  # noqa: E402
+
 NAMES = {"nash_md": "Nash-MD (against π_t^μ, the paper's)", "nash_md_vs_current": "Nash-MD against π_t",
          "self_play": "self-play (β = 0)", "rlhf": "RLHF (Bradley–Terry fit, then KL-regularised)"}
 
 
 def run(game: str, schedule: str, steps: int, root: Path) -> dict[str, list[float]]:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("recipe", ROOT / "recipes" / "nash_md.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    recipe.main(["fit", "--config", str(ROOT / "recipes/configs/nash_md/tabular.yaml"), "--model.game", game,
+    load_recipe("nash_md").main(["fit", "--config", str(ROOT / "recipes/configs/nash_md/tabular.yaml"), "--model.game", game,
                  "--model.eta_schedule", schedule, "--trainer.max_steps", str(steps), "--trainer.default_root_dir",
                  str(root), "--trainer.enable_progress_bar", "false", "--checkpoint.every_n_train_steps", str(steps)])
     rows = list(csv.DictReader(open(next(root.glob("version_*/metrics.csv")))))

@@ -13,7 +13,6 @@ docs/nash_md/winrate.json and winrate.md.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -25,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from zoo.cli import load_recipe  # noqa: E402
 from zoo.lm import left_pad, sample  # noqa: E402
 from zoo.nash_md.objective import win_rate_interval  # noqa: E402
 from zoo.preference.data import keyword_judge, sentence_starts  # noqa: E402
@@ -36,9 +36,7 @@ RUNS = {"Nash-MD": ["--model.loss", "nash_md"],
 
 
 def train(name: str, seed: int, steps: int | None, root: Path):
-    spec = importlib.util.spec_from_file_location("recipe", ROOT / "recipes" / "nash_md.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = load_recipe("nash_md")
     extra = ["--trainer.max_steps", str(steps)] if steps else []
     cli = recipe.main(["fit", "--seed_everything", str(seed), *RUNS[name], *extra, "--trainer.default_root_dir",
                        str(root), "--trainer.enable_progress_bar", "false"])
