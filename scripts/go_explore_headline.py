@@ -69,7 +69,8 @@ def go_explore(config: str, seed: int, n_eval: int) -> dict:
     returns, successes = model.evaluate(n_episodes=n_eval, seed=3_000_000)
     return {"phase1_goal_at": hits[0] if hits else None, "phase1_steps": model.frames,
             "phase2_steps": model.robust_steps, "start_point": model.runner.start if model.runner else None,
-            "demo_length": len(model.best_actions), "best_score": float(model.best_score),
+            "demo_length": len(model.best_actions), "robustified_length": len(model.demo) if model.demo else None,
+            "best_score": float(model.best_score),
             "success_from_reset": float(successes.mean()), "eval_return": float(returns.mean()),
             "seconds": time.time() - start}
 

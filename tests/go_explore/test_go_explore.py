@@ -82,6 +82,16 @@ def test_release_replays_its_best_trajectory_to_its_score(tmp_path):
     assert metrics["best_score"] == float(model.best_score) and metrics["cells"] == len(model.archive)
 
 
+def test_shorten_demo_robustifies_the_loop_erased_trajectory(tmp_path):
+    args = ("--model.phase1_steps", "6", "--trainer.max_steps", "7")
+    _, plain = fit(tmp_path / "plain", *args)
+    _, short = fit(tmp_path / "short", *args, "--model.shorten_demo", "true")
+    np.testing.assert_array_equal(plain.best_actions, short.best_actions)  # phase 1 is the same
+    assert len(plain.demo) == len(plain.best_actions)
+    assert len(short.demo) < len(short.best_actions), "random walks of the two-room grid loop"
+    assert short.demo.score >= plain.demo.score > 0  # the same goal, no later
+
+
 def test_the_downscaled_representation_is_chosen_and_the_archive_refiled():
     pytest.importorskip("ale_py")
     torch.manual_seed(0)

@@ -10,6 +10,7 @@ from zoo.go_explore.objective import (
     area_weights,
     count_weight,
     downscale,
+    erase_loops,
     half_frame,
     is_better,
     lagging,
@@ -156,3 +157,26 @@ def test_backward_algorithm_pieces_by_hand():
     assert lagging(0.0, 5, returns, allowed_lag=2, allowed_score_deficit=0)       # min of returns[3:7] is 1 > 0
     assert not lagging(0.0, 5, returns, allowed_lag=2, allowed_score_deficit=1)
     assert lagging(0.5, 12, returns, allowed_lag=2, allowed_score_deficit=0)      # past the end: the last scores
+
+
+def test_erase_loops_by_hand():
+    assert erase_loops(list("abcbd"), np.zeros(5)) == [0, 1, 3 + 1]            # b c b: the loop c goes
+    assert erase_loops(list("abab"), np.zeros(4)) == [0, 3]                    # back at a, then b again
+    assert erase_loops(list("abcab"), np.zeros(5)) == [0, 4]                   # the whole a b c loop goes
+    assert erase_loops(list("abcd"), np.zeros(4)) == [0, 1, 2, 3]              # no loop
+    assert erase_loops(list("abcbd"), np.array([0, 0, 1, 1, 1.0])) == [0, 1, 2, 3, 4]  # paid inside: kept
+
+
+def test_erase_loops_keeps_a_walk_that_ends_where_the_trajectory_does():
+    """Random walks on a ring of 7 places: the kept path visits no place twice, starts and ends where the
+    walk does, and each kept step is a step the walk took from the same place (so replaying it is valid)."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        moves = rng.choice([-1, 1], size=int(rng.integers(1, 40)))
+        places = [0, *np.cumsum(moves) % 7]
+        path = erase_loops(places, np.zeros(len(places)))
+        kept = [places[j] for j in path]
+        assert path[0] == 0 and kept[-1] == places[-1]
+        assert len(set(kept)) == len(kept)
+        for prev, j in zip(path, path[1:]):
+            assert places[j - 1] == places[prev]  # the action at j − 1 was taken from the place kept before j

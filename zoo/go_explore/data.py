@@ -78,6 +78,12 @@ class Game:
     def cell(self) -> tuple[int, ...]:
         raise UserError(f"{type(self).__name__} has no domain-knowledge cell: use --model.cell downscaled")
 
+    def place(self) -> bytes:
+        """The current state without its clock (step counters), so that a trajectory that comes back to
+        the same situation can be seen to: what loop erasure of the demonstration compares. By default
+        the whole state, in which nothing ever repeats where the state counts time (the emulator's)."""
+        return self.get_state().tobytes()
+
     def frame(self) -> np.ndarray:
         """The grey frame [H, W] (uint8) that downscaled cells are made from."""
         raise NotImplementedError
@@ -261,6 +267,10 @@ class MiniGridGame(Game):
         env.agent_pos, env.agent_dir = (s[0], s[1]), s[2]
         env.step_count = s[3] + (s[4] << 8)
         self.last = s[5]
+
+    def place(self) -> bytes:
+        state = self.get_state()  # without the step count (3, 4) and the last action (5, for sticky actions)
+        return np.concatenate([state[:3], state[6:]]).tobytes()
 
     def cell(self) -> tuple[int, ...]:
         env = self.env

@@ -38,7 +38,7 @@ from zoo.go_explore.archive import Archive, CellFunction, Downscaling, explore
 from zoo.go_explore.data import Game, make_game
 from zoo.go_explore.nets import actor_critic
 from zoo.go_explore.objective import move_start, search_downscale, selection_probabilities
-from zoo.go_explore.robustify import BackwardRunner, Demo
+from zoo.go_explore.robustify import BackwardRunner, Demo, shorten
 from zoo.mdpo.objective import categorical_entropy, categorical_kl, categorical_log_prob, mdpo_on_policy_loss, step_size
 from zoo.module import Steps, ZooModule
 from zoo.rl import gae
@@ -93,6 +93,7 @@ class GoExplore(ZooModule):
         allowed_lag: int = 50,
         allowed_score_deficit: float = 0.0,
         success_score: float | None = None,
+        shorten_demo: bool = False,
         n_envs: int = 16,
         n_steps: int = 128,
         gamma: float = 0.99,
@@ -159,6 +160,10 @@ class GoExplore(ZooModule):
             allowed_lag: phase 2: steps an episode may lag the demonstration's score before it is ended.
             allowed_score_deficit: phase 2: score below the demonstration's that still counts as success.
             success_score: phase 2: a fixed score that counts as success (instead of the demonstration's).
+            shorten_demo: phase 2: robustify the best trajectory with its loops erased (steps that come back
+                to a state already passed, clock aside, with the same score), where the game's place()
+                tells; the zoo's addition, off by default (docs/go_explore.md measures it): the trajectory
+                as phase 1 found it, as the official code robustifies it.
             n_envs: phase 2: environments per process.
             n_steps: phase 2: steps per environment in one iteration.
             gamma: phase 2: discount factor.
@@ -309,7 +314,8 @@ class GoExplore(ZooModule):
         if self.runner is None:
             hp = self.hparams
             if self.demo is None:
-                self.demo = Demo(self.game, self.best_actions)
+                actions = shorten(self.game, self.best_actions) if hp.shorten_demo else self.best_actions
+                self.demo = Demo(self.game, actions)
             games = [self.make_game(hp.sticky, hp.end_on_life_loss) for _ in range(hp.n_envs)]
             self.runner = BackwardRunner(games, self.demo, hp.start_window, hp.frac_sample, hp.from_reset_prob, hp.noop_max,
                                          hp.allowed_lag, hp.allowed_score_deficit, hp.success_score)

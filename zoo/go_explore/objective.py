@@ -18,7 +18,7 @@ policy learns to reach the trajectory's score from there.
     start index     i ∼ U{s, …, s + W − 1}  w.p. 1 − f,  else  i ∼ U{s, …, L − 1};  from reset w.p. ρ
     move back       s ← max(0, s − (W − 1 − k)),  k = min{k : Σ_{j≤k} r_j ≥ τ W},  r_j the success rate from s + j
     demonstration   loop-erased: where states i < j are the same place (the state without its clock) with
-                    the same score, the steps i..j are cut (an addition of the zoo, ``shorten_demo``)
+                    the same score, the steps i..j are cut (the zoo's option ``shorten_demo``)
 """
 from __future__ import annotations
 

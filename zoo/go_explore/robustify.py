@@ -1,6 +1,6 @@
 """Phase 2's environments: the backward algorithm's episodes, which start on the best trajectory.
 
-``Demo`` replays phase 1's best trajectory once, in the deterministic game, and keeps the state, the
+``shorten`` erases the loops of phase 1's best trajectory (``erase_loops``); ``Demo`` replays it once, in the deterministic game, and keeps the state, the
 observation and the score after every step. ``BackwardRunner`` steps n games with sticky actions; each
 episode starts on the demonstration (in the window of W points from the start point s, or with
 probability ``frac_sample`` anywhere between s and the end) or, with probability ``from_reset_prob``,
@@ -24,7 +24,36 @@ import torch
 from torch import Tensor
 
 from zoo.go_explore.data import Game
-from zoo.go_explore.objective import lagging, start_index
+from zoo.go_explore.objective import erase_loops, lagging, start_index
+
+
+def shorten(game: Game, actions: np.ndarray) -> np.ndarray:
+    """The trajectory's actions with its loops erased (``erase_loops`` over the places and scores of its
+    states, replayed in the deterministic game), if the shorter trajectory, replayed, does not end early
+    and scores at least as much; else the actions unchanged.
+
+    Phase 1's trajectories are repeated random actions: they wander, and return to where they were. The
+    backward algorithm has to move its start back over every step of the demonstration, wandering or not.
+    """
+    actions = np.asarray(actions)
+    game.reset()
+    places, returns = [game.place()], [0.0]
+    for a in actions:
+        reward, terminated, truncated = game.step(int(a))
+        places.append(game.place())
+        returns.append(returns[-1] + reward)
+    path = erase_loops(places, np.array(returns))
+    if len(path) == len(places):
+        return actions
+    short = actions[np.array(path[1:], dtype=np.int64) - 1]
+    game.reset()
+    score = 0.0
+    for t, a in enumerate(short):
+        reward, terminated, truncated = game.step(int(a))
+        score += reward
+        if (terminated or truncated) and t < len(short) - 1:
+            return actions
+    return short if score >= returns[-1] else actions
 
 
 class Demo:
