@@ -138,7 +138,7 @@ def table(results: dict) -> str:
         ge = [results.get(f"{name}/{s}/go_explore") for s in seeds]
         rnd = [results.get(f"{name}/{s}/random") for s in seeds]
         onp = [results.get(f"{name}/{s}/on_policy") for s in seeds]
-        n = len(seeds)
+        n, n_rnd = len(seeds), sum(r is not None for r in rnd)  # seeds where random exploration ran
         found = [g["phase1_goal_at"] for g in ge if g and g["phase1_goal_at"] is not None]
         within = sum(f <= 100_000 for f in found)
         succ = [g["success_from_reset"] for g in ge if g]
@@ -148,9 +148,9 @@ def table(results: dict) -> str:
         lines += [f"**{ENVS[name][0]}**, seeds {seeds[0]}–{seeds[-1]}:", "",
                   "| | reached the goal within 100k steps | within 300k steps | success from reset (mean ± std) |",
                   "|---|---|---|---|",
-                  f"| Go-Explore (phase 1, then robustified) | {within}/{n} seeds (median at {int(np.median(found)) if found else '—'}) "
+                  f"| Go-Explore (phase 1, then robustified) | {within}/{len(ge)} seeds (median at {int(np.median(found)) if found else '—'}) "
                   f"| {len(found)}/{n} | {np.mean(succ):.2f} ± {np.std(succ):.2f} |",
-                  f"| random exploration | {sum(f <= 100_000 for f in rnd_found)}/{n} | {len(rnd_found)}/{n} | — |",
+                  f"| random exploration | {sum(f <= 100_000 for f in rnd_found)}/{n_rnd} | {len(rnd_found)}/{n_rnd} | — |",
                   f"| on-policy learner (MDPO) from reset | — | {sum(onp_any)}/{len(onp_any)} (any training episode) "
                   f"| {np.mean(onp_succ):.2f} ± {np.std(onp_succ):.2f} |", ""]
     return "\n".join(lines)
