@@ -64,7 +64,14 @@ class Game:
         self.sticky = sticky
 
     def reset(self) -> None:
-        raise NotImplementedError
+        """Back to the state the game was built in (``self.initial``, which subclasses save)."""
+        self.set_state(self.initial)
+
+    def sticky_action(self, action: int, u: np.ndarray | None) -> int:
+        """The action played in a one-frame step: the previous one where u[0] < ``sticky``, else ``action``."""
+        a = self.last if u is not None and u[0] < self.sticky else int(action)
+        self.last = a
+        return a
 
     def step(self, action: int, u: np.ndarray | None = None) -> tuple[float, bool, bool]:
         raise NotImplementedError
@@ -137,9 +144,6 @@ class AtariGame(Game):
         self.cell_fields, self._cell = ATARI_CELLS.get(self.game, ((), None))
         self.last = self.actions[0]
         self.initial = self.get_state()
-
-    def reset(self) -> None:
-        self.set_state(self.initial)
 
     def step(self, action: int, u: np.ndarray | None = None) -> tuple[float, bool, bool]:
         lives = self.ale.lives()
@@ -217,13 +221,8 @@ class MiniGridGame(Game):
         self.last = 0
         self.initial = self.get_state()
 
-    def reset(self) -> None:
-        self.set_state(self.initial)
-
     def step(self, action: int, u: np.ndarray | None = None) -> tuple[float, bool, bool]:
-        a = self.last if u is not None and u[0] < self.sticky else int(action)
-        self.last = a
-        _, reward, terminated, truncated, _ = self.env.step(a)
+        _, reward, terminated, truncated, _ = self.env.step(self.sticky_action(action, u))
         return float(reward), bool(terminated), bool(truncated)
 
     def _where(self, obj) -> tuple[int, int, int]:
@@ -317,13 +316,8 @@ class ProtocolGame(Game):
         self.last = 0
         self.initial = self.get_state()
 
-    def reset(self) -> None:
-        self.set_state(self.initial)
-
     def step(self, action: int, u: np.ndarray | None = None) -> tuple[float, bool, bool]:
-        a = self.last if u is not None and u[0] < self.sticky else int(action)
-        self.last = a
-        self.obs, reward, terminated, truncated, _ = self.env.step(a)
+        self.obs, reward, terminated, truncated, _ = self.env.step(self.sticky_action(action, u))
         return float(reward), bool(terminated), bool(truncated)
 
     def get_state(self) -> np.ndarray:
