@@ -75,6 +75,8 @@ def start(args, split: str) -> dict:
 
 def report(out: Path) -> None:
     rows = [json.loads(x) for x in (out / "headline.jsonl").read_text().splitlines() if x.strip()]
+    # one row per (split, objective, seed): two processes sharing the file may both have written a start
+    rows = list({(r["split"], r["objective"], r["seed"]): r for r in rows}.values())
     lines = ["| objective | split | seeds | forget quality | model utility | retain utility | forget ROUGE-L | "
              "forget probability | retain probability |", "|---|---|---|---|---|---|---|---|---|"]
     for split in SIZES:
