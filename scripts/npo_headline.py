@@ -8,7 +8,7 @@ step count (``epochs × n // batch``, as the official code counts), evaluated ev
 epochs. Results are appended to OUT/headline.jsonl as they finish (a run already there is skipped,
 so the script resumes); ``--report`` writes OUT/headline.md (mean ± std over seeds) and
 OUT/headline.png (model utility and retain utility against forget quality over the unlearning
-steps, seed 0; a star marks each run's end, the square the fine-tuned model it starts from).
+steps, each objective's lowest seed; a star marks each run's end, the square the fine-tuned model it starts from).
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def report(out: Path) -> None:
                 curve = first + r["curve"]
                 fq = [max(c["forget_quality"], 1e-30) for c in curve]
                 mu = [c[key] for c in curve]
-                line, = ax.plot(fq, mu, marker="o", ms=3, label=NAMES[obj])
+                line, = ax.plot(fq, mu, marker="o", ms=3, label=f"{NAMES[obj]} (seed {r['seed']})")
                 ax.plot(fq[-1:], mu[-1:], marker="*", ms=10, color=line.get_color())
             if first:
                 ax.plot([first[0]["forget_quality"]], [first[0][key]], marker="s", ms=7, color="black",
@@ -123,7 +123,7 @@ def report(out: Path) -> None:
             ax.set_xscale("log")
             ax.set_xlabel("forget quality (KS p-value, log)")
             ax.set_ylabel(label, fontsize=8)
-            ax.set_title(f"tiny-lm on TOFU {split} (seed 0)")
+            ax.set_title(f"tiny-lm on TOFU {split}")
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
