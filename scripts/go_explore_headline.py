@@ -135,22 +135,21 @@ def table(results: dict) -> str:
         seeds = sorted({int(k.split("/")[1]) for k in results if k.startswith(name + "/")})
         if not seeds or name == "montezuma":
             continue
-        ge = [results.get(f"{name}/{s}/go_explore") for s in seeds]
-        rnd = [results.get(f"{name}/{s}/random") for s in seeds]
-        onp = [results.get(f"{name}/{s}/on_policy") for s in seeds]
-        n, n_rnd = len(seeds), sum(r is not None for r in rnd)  # seeds where random exploration ran
-        found = [g["phase1_goal_at"] for g in ge if g and g["phase1_goal_at"] is not None]
+        # each method's runs, over the seeds where it ran
+        ge, rnd, onp = ([results[k] for s in seeds if (k := f"{name}/{s}/{method}") in results]
+                        for method in ("go_explore", "random", "on_policy"))
+        found = [g["phase1_goal_at"] for g in ge if g["phase1_goal_at"] is not None]
         within = sum(f <= 100_000 for f in found)
-        succ = [g["success_from_reset"] for g in ge if g]
-        rnd_found = [r["goal_at"] for r in rnd if r and r["goal_at"] is not None]
-        onp_any = [o["training_successes"] > 0 for o in onp if o]
-        onp_succ = [o["success_from_reset"] for o in onp if o]
+        succ = [g["success_from_reset"] for g in ge]
+        rnd_found = [r["goal_at"] for r in rnd if r["goal_at"] is not None]
+        onp_any = [o["training_successes"] > 0 for o in onp]
+        onp_succ = [o["success_from_reset"] for o in onp]
         lines += [f"**{ENVS[name][0]}**, seeds {seeds[0]}–{seeds[-1]}:", "",
                   "| | reached the goal within 100k steps | within 300k steps | success from reset (mean ± std) |",
                   "|---|---|---|---|",
                   f"| Go-Explore (phase 1, then robustified) | {within}/{len(ge)} seeds (median at {int(np.median(found)) if found else '—'}) "
-                  f"| {len(found)}/{n} | {np.mean(succ):.2f} ± {np.std(succ):.2f} |",
-                  f"| random exploration | {sum(f <= 100_000 for f in rnd_found)}/{n_rnd} | {len(rnd_found)}/{n_rnd} | — |",
+                  f"| {len(found)}/{len(ge)} | {np.mean(succ):.2f} ± {np.std(succ):.2f} |",
+                  f"| random exploration | {sum(f <= 100_000 for f in rnd_found)}/{len(rnd)} | {len(rnd_found)}/{len(rnd)} | — |",
                   f"| on-policy learner (MDPO) from reset | — | {sum(onp_any)}/{len(onp_any)} (any training episode) "
                   f"| {np.mean(onp_succ):.2f} ± {np.std(onp_succ):.2f} |", ""]
     return "\n".join(lines)
