@@ -33,15 +33,17 @@ def assert_same_archive(a, b):
         np.testing.assert_array_equal(x, y)
 
 
-def test_resume_continues_the_same_archive_and_episodes(tmp_path):
+@pytest.mark.parametrize("sil", [[], ["--model.sil_coef", "0.1"]], ids=["", "self-imitation"])
+def test_resume_continues_the_same_archive_and_episodes(tmp_path, sil):
     # stopped after phase 1 (step 2 of 4) and mid phase 2 (step 3): both resume to the unbroken run
-    _, unbroken = fit(tmp_path / "a")
+    _, unbroken = fit(tmp_path / "a", *sil)
+    assert (unbroken.imitation is not None) == bool(sil)
     for stop in (2, 3):
         root = tmp_path / f"stop{stop}"
-        fit(root, "--trainer.max_steps", str(stop), "--model.schedule_steps", "4")
+        fit(root, "--trainer.max_steps", str(stop), "--model.schedule_steps", "4", *sil)
         ckpt = torch.load(root / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
         assert len(ckpt["go_explore"]["archive"]["score"]) == len(unbroken.archive)
-        _, resumed = fit(root, "--ckpt_path", "last")
+        _, resumed = fit(root, "--ckpt_path", "last", *sil)
         assert_same_archive(resumed.archive, unbroken.archive)
         assert resumed.runner.start == unbroken.runner.start and resumed.history == unbroken.history
         np.testing.assert_array_equal(resumed.runner.stack, unbroken.runner.stack)
@@ -90,6 +92,32 @@ def test_shorten_demo_robustifies_the_loop_erased_trajectory(tmp_path):
     assert len(plain.demo) == len(plain.best_actions)
     assert len(short.demo) < len(short.best_actions), "random walks of the two-room grid loop"
     assert short.demo.score >= plain.demo.score > 0  # the same goal, no later
+
+
+def test_self_imitation_replays_the_demonstration(tmp_path):
+    """The replays' steps are the demonstration's: its observations (stacked from where the replay started),
+    its actions, its discounted returns, weighted by 1 − the success rate from each point."""
+    from zoo.go_explore.robustify import SelfImitation
+
+    _, model = fit(tmp_path, "--model.phase1_steps", "6", "--trainer.max_steps", "7")
+    demo = model.demo
+    assert len(demo) > 3 and demo.score > 0
+    replay = SelfImitation(demo, n=3, frame_stack=2, horizon=2, before_max=10, from_start_prob=0.3, gamma=0.5,
+                           reward_clip=False)
+    success = np.linspace(0, 1, len(demo) + 1)
+    out = replay.rollout(4, start=len(demo) - 2, point_success=success, generator=torch.Generator().manual_seed(0))
+    assert out["obs"].shape == (12, 2, *demo.obs[0].shape)  # 4 steps of 3 replays, step-major
+    for r in range(3):
+        # replay r's last step is at point t − 1, its episode started at first ≤ t − 1 (within 10 before the start point)
+        t, first = int(replay.t[r]) - 1, int(replay.first[r])
+        assert 0 <= first <= t < len(demo) and (first == 0 or first >= len(demo) - 2 - 10)
+        step = 9 + r  # its last step in the rollout
+        np.testing.assert_array_equal(out["obs"][step, 1], demo.obs[t])
+        np.testing.assert_array_equal(out["obs"][step, 0], demo.obs[t - 1] if t > first else np.zeros_like(demo.obs[t]))
+        assert int(out["actions"][step]) == demo.actions[t]
+        assert float(out["weights"][step]) == pytest.approx(1 - success[t])
+        rest = np.diff(demo.returns)[t:]
+        assert float(out["returns"][step]) == pytest.approx(sum(r * 0.5 ** k for k, r in enumerate(rest)))
 
 
 def test_the_downscaled_representation_is_chosen_and_the_archive_refiled():

@@ -9,9 +9,11 @@ from zoo.go_explore.objective import (
     area_resize,
     area_weights,
     count_weight,
+    discounted_returns,
     downscale,
     erase_loops,
     half_frame,
+    imitation_start,
     is_better,
     lagging,
     level_factor,
@@ -22,6 +24,7 @@ from zoo.go_explore.objective import (
     search_downscale,
     selection_probabilities,
     start_index,
+    self_imitation_loss,
 )
 
 
@@ -180,3 +183,27 @@ def test_erase_loops_keeps_a_walk_that_ends_where_the_trajectory_does():
         assert len(set(kept)) == len(kept)
         for prev, j in zip(path, path[1:]):
             assert places[j - 1] == places[prev]  # the action at j − 1 was taken from the place kept before j
+
+
+def test_self_imitation_pieces_by_hand():
+    assert discounted_returns(np.array([0.0, 0.0, 1.0]), 0.5) == pytest.approx([0.25, 0.5, 1.0])
+    assert discounted_returns(np.array([1.0, 0.0, 2.0]), 1.0) == pytest.approx([3.0, 2.0, 2.0])
+    assert len(discounted_returns(np.zeros(0), 0.9)) == 0
+    # s = 20, up to 10 points before it: u picks p = 20 − ⌊u · 11⌋; the beginning when v < q
+    assert imitation_start(20, 30, 10, 0.0, u=0.0, v=0.0) == 20
+    assert imitation_start(20, 30, 10, 0.0, u=0.99, v=0.0) == 10
+    assert imitation_start(3, 30, 10, 0.0, u=0.99, v=0.0) == 0          # not before the beginning
+    # ρ = 0.3, p = 20, E = 30: n = 10, q = 0.3·10 / (30·0.7 + 0.3·10) = 3 / 24 = 0.125
+    assert imitation_start(20, 30, 10, 0.3, u=0.0, v=0.124) == 0
+    assert imitation_start(20, 30, 10, 0.3, u=0.0, v=0.126) == 20
+    assert imitation_start(0, 0, 10, 0.3, u=0.5, v=0.0) == 0            # an empty demonstration
+    # two replayed steps in a minibatch of n = 4: R − V_old = (0.5, −1) → only the first pulls, weighted 1 − 0.2
+    log_prob = torch.tensor([math.log(0.25), math.log(0.5)], requires_grad=True)
+    value = torch.tensor([0.1, 3.0], requires_grad=True)
+    policy, value_loss = self_imitation_loss(log_prob, value, torch.tensor([0.5, 3.0]), torch.tensor([1.0, 2.0]),
+                                             torch.tensor([0.8, 1.0]), n=4)
+    assert float(policy) == pytest.approx(0.8 * math.log(4) * 0.5 / 4)
+    assert float(value_loss) == pytest.approx(0.5 * 0.8 * 0.9 ** 2 / 4)   # (2 − 3)₊ = 0 for the second
+    (policy + value_loss).backward()
+    assert log_prob.grad.tolist() == pytest.approx([-0.8 * 0.5 / 4, 0.0])
+    assert value.grad.tolist() == pytest.approx([-0.8 * 0.9 / 4, 0.0])   # V_old takes no part in it

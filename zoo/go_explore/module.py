@@ -37,8 +37,8 @@ from zoo.errors import UserError
 from zoo.go_explore.archive import Archive, CellFunction, Downscaling, explore
 from zoo.go_explore.data import Game, make_game
 from zoo.go_explore.nets import actor_critic
-from zoo.go_explore.objective import move_start, search_downscale, selection_probabilities
-from zoo.go_explore.robustify import BackwardRunner, Demo, shorten
+from zoo.go_explore.objective import move_start, search_downscale, selection_probabilities, self_imitation_loss
+from zoo.go_explore.robustify import BackwardRunner, Demo, SelfImitation, shorten
 from zoo.mdpo.objective import categorical_entropy, categorical_kl, categorical_log_prob, mdpo_on_policy_loss, step_size
 from zoo.module import Steps, ZooModule
 from zoo.rl import gae
@@ -94,6 +94,11 @@ class GoExplore(ZooModule):
         allowed_score_deficit: float = 0.0,
         success_score: float | None = None,
         shorten_demo: bool = False,
+        sil_coef: float = 0.0,
+        sil_vf_coef: float = 0.01,
+        sil_envs: int = 2,
+        sil_from_start_prob: float = 0.3,
+        sil_before_max: int = 10,
         n_envs: int = 16,
         n_steps: int = 128,
         gamma: float = 0.99,
@@ -164,6 +169,13 @@ class GoExplore(ZooModule):
                 to a state already passed, clock aside, with the same score), where the game's place()
                 tells; the zoo's addition, off by default (docs/go_explore.md measures it): the trajectory
                 as phase 1 found it, as the official code robustifies it.
+            sil_coef: phase 2: weight of self-imitation of the demonstration (``self_imitation_loss``; the
+                official robustification's 0.1; 0: none).
+            sil_vf_coef: phase 2: weight of its value term (the official Atari 0.01).
+            sil_envs: phase 2: replays of the demonstration per process, beside the n_envs games.
+            sil_from_start_prob: phase 2: fraction of the replayed steps that start at the demonstration's
+                beginning (the official Atari 0.3).
+            sil_before_max: phase 2: a replay starts up to this many points before the start point.
             n_envs: phase 2: environments per process.
             n_steps: phase 2: steps per environment in one iteration.
             gamma: phase 2: discount factor.
@@ -193,7 +205,11 @@ class GoExplore(ZooModule):
                      "eval_max_steps", "max_cells"):
             if getattr(self.hparams, name) < 1:
                 raise UserError(f"--model.{name} must be ≥ 1, got {getattr(self.hparams, name)}")
-        for name in ("sticky", "frac_sample", "from_reset_prob", "move_threshold", "recent_frame_prob", "low_level_weight"):
+        if sil_coef < 0 or sil_vf_coef < 0 or sil_envs < 0 or sil_before_max < 0:
+            raise UserError("--model.sil_coef, sil_vf_coef, sil_envs and sil_before_max must be ≥ 0; got "
+                            f"{sil_coef}, {sil_vf_coef}, {sil_envs}, {sil_before_max}")
+        for name in ("sticky", "frac_sample", "from_reset_prob", "move_threshold", "recent_frame_prob", "low_level_weight",
+                     "sil_from_start_prob"):
             if not 0 <= getattr(self.hparams, name) <= 1:
                 raise UserError(f"--model.{name} must lie in [0, 1], got {getattr(self.hparams, name)}")
         if mean_repeat < 1:
@@ -223,6 +239,7 @@ class GoExplore(ZooModule):
         self.best_actions = np.zeros(0, np.uint8)
         self.demo: Demo | None = None
         self.runner: BackwardRunner | None = None
+        self.imitation: SelfImitation | None = None
         self._pending_runner: dict[str, Any] | None = None
 
     # -- environments -------------------------------------------------------------------------
@@ -319,12 +336,19 @@ class GoExplore(ZooModule):
             games = [self.make_game(hp.sticky, hp.end_on_life_loss) for _ in range(hp.n_envs)]
             self.runner = BackwardRunner(games, self.demo, hp.start_window, hp.frac_sample, hp.from_reset_prob, hp.noop_max,
                                          hp.allowed_lag, hp.allowed_score_deficit, hp.success_score)
+            if hp.sil_coef > 0 and hp.sil_envs > 0 and len(self.demo) > 0:
+                self.imitation = SelfImitation(self.demo, hp.sil_envs, self.game.frame_stack, hp.start_window,
+                                               hp.sil_before_max, hp.sil_from_start_prob, hp.gamma, hp.reward_clip)
             if self._pending_runner is not None:
                 if self.global_rank == 0:  # rank 0's episodes; the others start afresh at the same start point
                     self.runner.load_state_dict(self._pending_runner)
+                    if self.imitation is not None and "imitation" in self._pending_runner:
+                        self.imitation.load_state_dict(self._pending_runner["imitation"])
                 else:
                     self.runner.start = int(self._pending_runner["start"])
                     self.runner.counts = self._pending_runner["counts"].numpy().copy()
+                    if "point_success" in self._pending_runner:
+                        self.runner.point_success = self._pending_runner["point_success"].numpy().copy()
                 self._pending_runner = None
         return self.runner
 
@@ -349,6 +373,11 @@ class GoExplore(ZooModule):
             rewards = rewards.sign() if hp.reward_clip else rewards
             terminated, truncated = roll["terminated"].to(self.device), roll["truncated"].to(self.device)
             adv, returns = gae(rewards, values, next_values, terminated, terminated | truncated, hp.gamma, hp.gae_lambda)
+            sil = None
+            if self.imitation is not None:  # the demonstration's own steps, for self-imitation
+                sil = {k: v.to(self.device) for k, v in
+                       self.imitation.rollout(hp.n_steps, runner.start, runner.point_success, self.generator).items()}
+                sil["old_value"] = self.values(sil["obs"])
         batch = {"obs": obs.to(self.device), "actions": roll["actions"].flatten(), "log_prob": roll["log_prob"].flatten(),
                  "logits": roll["logits"].flatten(0, 1), "adv": adv.flatten(), "returns": returns.flatten()}
         k = int(self.global_step) - hp.phase1_steps
@@ -359,8 +388,14 @@ class GoExplore(ZooModule):
         mb = min(hp.minibatch_size, B)
         n_updates = hp.sgd_epochs * (B // mb)
         stats: dict[str, list[Tensor]] = {"policy_loss": [], "value_loss": [], "kl": [], "entropy": []}
+        if sil is not None:
+            stats["sil_policy_loss"] = []
+            S, M = len(sil["actions"]), B // mb
+            chunk = -(-S // M)  # each minibatch takes its share of the replayed steps
         for _ in range(hp.sgd_epochs):
             perm = torch.randperm(B, generator=self.generator, device=self.generator.device).to(self.device)
+            if sil is not None:
+                sil_perm = torch.randperm(S, generator=self.generator, device=self.generator.device).to(self.device)
             for s in range(0, B - mb + 1, mb):
                 i = perm[s:s + mb]
                 adv_i = batch["adv"][i]
@@ -373,8 +408,16 @@ class GoExplore(ZooModule):
                 policy_loss = mdpo_on_policy_loss(logp, batch["log_prob"][i], adv_i, kl, t_k)
                 value_loss = F.mse_loss(value, batch["returns"][i])
                 loss = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy.mean()
+                j = sil_perm[(s // mb) * chunk:(s // mb + 1) * chunk] if sil is not None else []
+                if len(j):
+                    sil_logits, sil_value = self.net(sil["obs"][j].float() * self.game.obs_scale)
+                    sil_policy, sil_value_loss = self_imitation_loss(
+                        categorical_log_prob(sil_logits, sil["actions"][j]), sil_value, sil["old_value"][j],
+                        sil["returns"][j], sil["weights"][j], mb + len(j))
+                    loss = loss + hp.sil_coef * (sil_policy + hp.sil_vf_coef * sil_value_loss)
+                    stats["sil_policy_loss"].append(sil_policy.detach())
                 self.sgd_step(opt, loss, last=len(stats["kl"]) == n_updates - 1)
-                for name, v in zip(stats, (policy_loss, value_loss, kl.mean(), entropy.mean())):
+                for name, v in zip(("policy_loss", "value_loss", "kl", "entropy"), (policy_loss, value_loss, kl.mean(), entropy.mean())):
                     stats[name].append(v.detach())
         world = self._trainer.world_size if self._trainer is not None else 1
         self.robust_steps += B * world
@@ -386,7 +429,7 @@ class GoExplore(ZooModule):
         episodes, successes = counts.cpu().numpy()
         moved = move_start(runner.start, successes, episodes, hp.move_threshold, hp.min_episodes)
         if episodes.sum() >= hp.min_episodes:  # judged: the next judgement counts afresh
-            runner.start, runner.counts = moved, np.zeros_like(runner.counts)
+            runner.judge(moved, episodes, successes)
         out = {k: float(torch.stack(v).mean()) for k, v in stats.items()}
         finished = runner.pop_finished()
         demo_starts = [f for f in finished if not f[2]]
@@ -553,7 +596,8 @@ class GoExplore(ZooModule):
             "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 4),
             "best_actions": torch.from_numpy(self.best_actions.astype(np.uint8)),
             "demo_actions": torch.from_numpy(self.demo.actions.astype(np.uint8)) if self.demo is not None else None,
-            "runner": self.runner.state_dict() if self.runner is not None else None,
+            "runner": ({**self.runner.state_dict(), **({"imitation": self.imitation.state_dict()} if self.imitation else {})}
+                       if self.runner is not None else None),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -572,7 +616,7 @@ class GoExplore(ZooModule):
         self.history = [tuple(row) for row in state["history"].tolist()]
         self.best_actions = state["best_actions"].numpy().copy()
         self.demo = Demo(self.make_game(), state["demo_actions"].numpy()) if state["demo_actions"] is not None else None
-        self.runner, self._pending_runner = None, state["runner"]
+        self.runner, self.imitation, self._pending_runner = None, None, state["runner"]
 
     # -- releases: the weights, and the best trajectory beside them --------------------------------
 

@@ -17,6 +17,8 @@ policy learns to reach the trajectory's score from there.
 
     start index     i ∼ U{s, …, s + W − 1}  w.p. 1 − f,  else  i ∼ U{s, …, L − 1};  from reset w.p. ρ
     move back       s ← max(0, s − (W − 1 − k)),  k = min{k : Σ_{j≤k} r_j ≥ τ W},  r_j the success rate from s + j
+    self-imitation  L_π = Σ_i w_i (−log π(a_i|s_i)) (R_i − V_old(s_i))₊ / n  over the demonstration's own steps,
+                    w_i = 1 − the success rate from point i (Oh et al. 2018; the official robustification)
     demonstration   loop-erased: where states i < j are the same place (the state without its clock) with
                     the same score, the steps i..j are cut (the zoo's option ``shorten_demo``)
 """
@@ -225,6 +227,47 @@ def lagging(score: float, t: int, returns: np.ndarray, allowed_lag: int, allowed
         return False
     lo = min(t - allowed_lag, len(returns) - 1)
     return score < returns[lo:t + allowed_lag].min() - allowed_score_deficit
+
+
+def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
+    """R_t = r_t + γ R_{t+1} along a trajectory of T rewards (R_T = 0): the return self-imitation learns
+    from at each of the demonstration's steps (the official ``discounted_rewards``)."""
+    out = np.zeros(len(rewards) + 1)
+    for t in range(len(rewards) - 1, -1, -1):
+        out[t] = rewards[t] + gamma * out[t + 1]
+    return out[:-1]
+
+
+def imitation_start(start: int, end: int, before_max: int, from_start_prob: float, u: float, v: float) -> int:
+    """Where a self-imitation episode starts replaying the demonstration (it replays up to ``end``): up to
+    ``before_max`` points before the start point s, uniformly (u), or at its beginning with probability
+
+        q = ρ n / (E (1 − ρ) + ρ n),   n = E − p  (the steps from the provisional point p to the end E),
+
+    so that a fraction ρ of the replayed steps, not of the episodes, come from the beginning (v < q;
+    the official ``extra_sil_from_start_prob`` without ``sil_from_start_prob_by_selection``)."""
+    p = max(0, start - int(u * (min(before_max, start) + 1)))
+    n = end - p
+    denominator = end * (1 - from_start_prob) + from_start_prob * n
+    return 0 if denominator > 0 and v < from_start_prob * n / denominator else p
+
+
+def self_imitation_loss(log_prob: Tensor, value: Tensor, old_value: Tensor, returns: Tensor, weight: Tensor,
+                        n: int) -> tuple[Tensor, Tensor]:
+    r"""Self-imitation of the demonstration (Oh et al. 2018, as the official robustification weights it):
+
+        L_π = Σ_i w_i · (−log π(a_i | s_i)) · (R_i − V_old(s_i))₊ / n,
+        L_V = ½ Σ_i w_i · (R_i − V(s_i))₊² / n,
+
+    over the demonstration's steps i (its actions a_i and discounted returns R_i), with w_i = 1 − the
+    success rate of episodes that started at that point (``sil_weight_success_rate``), divided by the
+    minibatch's n transitions, on-policy ones included (the official mean over a minibatch where the
+    on-policy transitions have w = 0). Only where the demonstration did better than the value expected
+    does it pull the policy towards its action."""
+    advantage = (returns - old_value).clamp(min=0)
+    policy = (weight * -log_prob * advantage).sum() / n
+    value_loss = 0.5 * (weight * (returns - value).clamp(min=0) ** 2).sum() / n
+    return policy, value_loss
 
 
 def erase_loops(places: list, returns: np.ndarray) -> list[int]:

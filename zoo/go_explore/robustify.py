@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from zoo.go_explore.data import Game
-from zoo.go_explore.objective import erase_loops, lagging, start_index
+from zoo.go_explore.objective import discounted_returns, erase_loops, imitation_start, lagging, start_index
 
 
 def shorten(game: Game, actions: np.ndarray) -> np.ndarray:
@@ -98,6 +98,7 @@ class BackwardRunner:
         self.stack = np.zeros((n, k, *demo.obs[0].shape), demo.obs[0].dtype)
         self.started = False
         self.counts = np.zeros((2, window), np.int64)  # (episodes, successes) that started at start + j
+        self.point_success = np.zeros(len(demo) + 1)   # the last judged success rate from each point
         self.finished: list[tuple[float, bool, bool]] = []  # (score, success, from reset)
 
     def __len__(self) -> int:
@@ -185,6 +186,13 @@ class BackwardRunner:
                 out.setdefault(k, []).append(v)
         return {k: torch.stack(v) for k, v in out.items()}
 
+    def judge(self, start: int, episodes: np.ndarray, successes: np.ndarray) -> None:
+        """After a judgement of the window: the new start point, each judged point's success rate kept (the
+        official ``starting_point_success``, which weighs self-imitation), and the counts afresh."""
+        judged = np.flatnonzero(episodes)
+        self.point_success[self.start + judged] = successes[judged] / episodes[judged]
+        self.start, self.counts = start, np.zeros_like(self.counts)
+
     def pop_finished(self) -> list[tuple[float, bool, bool]]:
         out, self.finished = self.finished, []
         return out
@@ -195,6 +203,7 @@ class BackwardRunner:
         states = [g.get_state() for g in self.games]
         offsets = np.cumsum([0] + [len(s) for s in states])
         return {"start": self.start, "counts": torch.from_numpy(self.counts.copy()), "started": self.started,
+                "point_success": torch.from_numpy(self.point_success.copy()),
                 "states": torch.from_numpy(np.concatenate(states)), "state_offsets": torch.from_numpy(offsets),
                 "stack": torch.from_numpy(self.stack.copy()),
                 "first": torch.from_numpy(self.first.copy()), "t": torch.from_numpy(self.t.copy()),
@@ -206,7 +215,60 @@ class BackwardRunner:
         if len(offsets) - 1 != len(self):
             raise ValueError(f"the checkpoint holds {len(offsets) - 1} phase-2 environments, this run has {len(self)}")
         self.start, self.counts, self.started = int(state["start"]), state["counts"].numpy().copy(), bool(state["started"])
+        if "point_success" in state:
+            self.point_success = state["point_success"].numpy().copy()
         for i, game in enumerate(self.games):
             game.set_state(states[offsets[i]:offsets[i + 1]].copy())
         for name in ("stack", "first", "t", "score", "extra", "from_reset"):
             setattr(self, name, state[name].numpy().copy())
+
+
+class SelfImitation:
+    """The demonstration replayed with its own actions, for self-imitation (the official extra SIL
+    environments): each of n replays starts at ``imitation_start`` (up to ``before_max`` points before the
+    start point, or at the beginning) and runs to ``horizon`` points past the start point (or the end),
+    then starts again. In the deterministic game the replay's observations are the demonstration's, so no
+    game is stepped: a replay is two integers, where it started and where it is.
+    """
+
+    def __init__(self, demo: Demo, n: int, frame_stack: int, horizon: int, before_max: int, from_start_prob: float,
+                 gamma: float, reward_clip: bool) -> None:
+        self.demo, self.n, self.k, self.horizon = demo, n, frame_stack, horizon
+        self.before_max, self.from_start_prob = before_max, from_start_prob
+        rewards = np.diff(demo.returns)
+        self.returns = discounted_returns(np.sign(rewards) if reward_clip else rewards, gamma)
+        self.first = np.full(n, -1, np.int64)  # where each replay started (−1: not yet)
+        self.t = np.zeros(n, np.int64)         # the point it is at
+
+    def stack(self, first: int, t: int) -> np.ndarray:
+        """The frame stack at point t of a replay that started at ``first`` (zeros before it, as an episode's)."""
+        obs = self.demo.obs
+        out = np.zeros((self.k, *obs[0].shape), obs[0].dtype)
+        for j in range(max(first, t - self.k + 1), t + 1):
+            out[self.k - 1 - (t - j)] = obs[j]
+        return out
+
+    def rollout(self, n_steps: int, start: int, point_success: np.ndarray, generator: torch.Generator) -> dict[str, Tensor]:
+        """``n_steps`` steps of every replay: obs [T·n, ...], the demonstration's actions, its discounted
+        returns, and the weights 1 − (success rate from the point)."""
+        end = min(start + self.horizon, len(self.demo))
+        obs, actions, returns, weights = [], [], [], []
+        for _ in range(n_steps):
+            for i in range(self.n):
+                if self.first[i] < 0 or self.t[i] >= end:
+                    u, v = torch.rand(2, generator=generator, device=generator.device).tolist()
+                    self.first[i] = self.t[i] = imitation_start(start, end, self.before_max, self.from_start_prob, u, v)
+                t = int(self.t[i])
+                obs.append(self.stack(int(self.first[i]), t))
+                actions.append(self.demo.actions[t])
+                returns.append(self.returns[t])
+                weights.append(1.0 - point_success[t])
+                self.t[i] += 1
+        return {"obs": torch.from_numpy(np.stack(obs)), "actions": torch.tensor(actions, dtype=torch.long),
+                "returns": torch.tensor(returns, dtype=torch.float32), "weights": torch.tensor(weights, dtype=torch.float32)}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"first": torch.from_numpy(self.first.copy()), "t": torch.from_numpy(self.t.copy())}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.first, self.t = state["first"].numpy().copy(), state["t"].numpy().copy()
