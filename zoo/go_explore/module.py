@@ -10,7 +10,8 @@ r"""Go-Explore (Ecoffet, Huizinga, Lehman, Stanley & Clune, Nature 2021): rememb
                                            update) per step, under sticky actions and no-op starts
 
 MDPO's on-policy update, per iteration k of K:  min_θ −E[π_θ/π_θk · A] + (1/t_k) E[KL(π_θ ‖ π_θk)],
-t_k = 1 − k/K, with GAE advantages (zoo/mdpo/objective.py, zoo/rl.py). The equations of Go-Explore are in
+t_k = 1 − k/K, with GAE advantages (zoo/mdpo/objective.py, zoo/rl.py), plus (``sil_coef`` > 0) the
+official robustification's self-imitation of the demonstration, c_SIL (L_π + c_V L_V). The equations of Go-Explore are in
 zoo/go_explore/objective.py; the archive and one exploration in archive.py; the environments and their
 save/restore protocol in data.py; the backward algorithm's episodes in robustify.py.
 
@@ -94,7 +95,7 @@ class GoExplore(ZooModule):
         allowed_score_deficit: float = 0.0,
         success_score: float | None = None,
         shorten_demo: bool = False,
-        sil_coef: float = 0.0,
+        sil_coef: float = 0.1,
         sil_vf_coef: float = 0.01,
         sil_envs: int = 2,
         sil_from_start_prob: float = 0.3,
@@ -169,8 +170,8 @@ class GoExplore(ZooModule):
                 to a state already passed, clock aside, with the same score), where the game's place()
                 tells; the zoo's addition, off by default (docs/go_explore.md measures it): the trajectory
                 as phase 1 found it, as the official code robustifies it.
-            sil_coef: phase 2: weight of self-imitation of the demonstration (``self_imitation_loss``; the
-                official robustification's 0.1; 0: none).
+            sil_coef: phase 2: weight of self-imitation of the demonstration (``self_imitation_loss``), the
+                official robustification's 0.1; 0: none.
             sil_vf_coef: phase 2: weight of its value term (the official Atari 0.01).
             sil_envs: phase 2: replays of the demonstration per process, beside the n_envs games.
             sil_from_start_prob: phase 2: fraction of the replayed steps that start at the demonstration's

@@ -11,6 +11,10 @@ demonstration's final score less ``allowed_score_deficit``, or ``success_score``
 moves back (``move_start``) on the success rates of the episodes that started at each point of the
 window.
 
+``SelfImitation`` replays the demonstration's own actions beside those games (the official extra SIL
+environments), for the self-imitation loss (``self_imitation_loss``): near the start point, or from the
+beginning, each replayed step weighted by how rarely episodes from that point succeed.
+
 The runner's whole state (each game's saved state, its frame stack, its episode's bookkeeping) is a few
 tensors, so a run resumed from a checkpoint continues every episode where it was.
 """
