@@ -197,3 +197,28 @@ def test_scores_with_the_shared_context_cache_equal_peft_forward(method, words):
         full = model(batch["input_ids"], batch["attention_mask"])  # PEFT's forward, past the context
         expected = label_scores(full, batch["input_ids"], batch["target"]).view(3, -1)
         torch.testing.assert_close(model.scores(batch), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_training_with_the_shared_context_equals_peft_forward():
+    """A CPT training step runs the context once for the batch: its loss and δ's gradient equal those of
+    PEFT's full forward pass on every row (the context repeated in each)."""
+    from zoo.cpt.objective import cpt_loss
+
+    torch.manual_seed(0)
+    model = CPT(method="cpt", lr=0.05, **COMPACT)
+    data = FewShotDataModule(k=4, batch_size=3, val_size=0)
+    fit(model, data, 2)  # δ away from 0
+    model.train()
+    batch = next(iter(data.train_dataloader()))
+    delta = model.prompt().delta_embedding.weight
+    loss = model.training_step(batch, 0)
+    shared, = torch.autograd.grad(loss, delta)
+    ids, types = batch["input_ids"], batch["types"]
+    B = ids.shape[0]
+    full = model.model(input_ids=ids, attention_mask=batch["attention_mask"]).logits  # PEFT's forward
+    query_types = torch.where(types > 0, types + model.context_types.max(), types)
+    expected = cpt_loss(full, torch.cat([model.context_ids.expand(B, -1), ids], 1),
+                        torch.cat([model.context_types.expand(B, -1), query_types], 1), model.hparams.loss_decay)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(shared, torch.autograd.grad(expected, delta)[0], rtol=1e-4, atol=1e-7)
+    assert shared.abs().sum() > 0

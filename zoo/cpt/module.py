@@ -222,7 +222,7 @@ class CPT(ZooModule):
         first = int(target.float().argmax(-1).min())  # the earliest label-word token of the batch
         keep = ids.shape[1] - first + 1  # logits from the position that predicts it on
         if self.hparams.method in CONTEXT_METHODS:
-            logits = self._after_context(ids, mask, keep)
+            logits = self._after_context(ids, mask, keep)[1]
         else:
             logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
         if single:
@@ -231,16 +231,19 @@ class CPT(ZooModule):
             return logp[:, [w[0] for w in words]]
         return label_scores(logits, ids, target).view(B, -1)
 
-    def _after_context(self, ids: Tensor, mask: Tensor, keep: int) -> Tensor:
-        """The last ``keep`` positions' logits of the rows after the context, the context run once for the
-        batch and its keys and values shared (what PEFT's forward gives, at a fraction of the cost)."""
+    def _after_context(self, ids: Tensor, mask: Tensor, keep: int = 0) -> tuple[Tensor, Tensor]:
+        """The context's logits [1, n, V] (only the last position's where ``keep`` > 0) and the last ``keep`` positions' logits of the rows after it (all
+        where 0), the context run once for the batch and its keys and values shared: what PEFT's forward
+        gives on every row, at a fraction of the cost; in training the gradients reach δ through them."""
         base = self.model.get_base_model()
         prompt = self.model.get_prompt(batch_size=1)  # E_C + δ, as PEFT's forward computes it
-        out = base(inputs_embeds=prompt.to(base.get_input_embeddings().weight.dtype), use_cache=True)
+        out = base(inputs_embeds=prompt.to(base.get_input_embeddings().weight.dtype), use_cache=True,
+                   logits_to_keep=0 if keep == 0 else 1)
         cache = out["cache"] if "cache" in out else out["past_key_values"]
         cache.batch_repeat_interleave(ids.shape[0])
         mask = torch.cat([mask.new_ones(ids.shape[0], self.n_prefix), mask], 1)
-        return base(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **{cache_argument(base): cache}).logits
+        rows = base(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **{cache_argument(base): cache}).logits
+        return out.logits, rows
 
     # -- training -----------------------------------------------------------------------------------
 
@@ -250,7 +253,8 @@ class CPT(ZooModule):
         ids, types = batch["input_ids"], batch["types"]
         if self.hparams.method == "cpt":
             B = ids.shape[0]
-            logits = self.model(input_ids=ids, attention_mask=batch["attention_mask"]).logits
+            context, rows = self._after_context(ids, batch["attention_mask"])
+            logits = torch.cat([context.expand(B, -1, -1), rows], 1)  # PEFT's forward's logits, row by row
             query_types = torch.where(types > 0, types + self.context_types.max(), types)  # after the context's
             ids = torch.cat([self.context_ids.expand(B, -1), ids], 1)
             types = torch.cat([self.context_types.expand(B, -1), query_types], 1)
