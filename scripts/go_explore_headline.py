@@ -144,12 +144,17 @@ def table(results: dict) -> str:
         rnd_found = [r["goal_at"] for r in rnd if r["goal_at"] is not None]
         onp_any = [o["training_successes"] > 0 for o in onp]
         onp_succ = [o["success_from_reset"] for o in onp]
+        plain = [results[k]["success_from_reset"] for s in seeds if (k := f"{name}/{s}/go_explore_plain") in results]
         lines += [f"**{ENVS[name][0]}**, seeds {seeds[0]}–{seeds[-1]}:", "",
                   "| | reached the goal within 100k steps | within 300k steps | success from reset (mean ± std) |",
                   "|---|---|---|---|",
                   f"| Go-Explore (phase 1, then robustified) | {within}/{len(ge)} seeds (median at {int(np.median(found)) if found else '—'}) "
-                  f"| {len(found)}/{len(ge)} | {np.mean(succ):.2f} ± {np.std(succ):.2f} |",
-                  f"| random exploration | {sum(f <= 100_000 for f in rnd_found)}/{len(rnd)} | {len(rnd_found)}/{len(rnd)} | — |",
+                  f"| {len(found)}/{len(ge)} | {np.mean(succ):.2f} ± {np.std(succ):.2f} "
+                  f"({', '.join(f'{x:.2f}' for x in succ)}) |"]
+        if plain:  # the same phase 1; phase 2 without self-imitation, on the demonstration as found
+            lines += [f"| … robustified without self-imitation, demonstration as found | same | same "
+                      f"| {np.mean(plain):.2f} ± {np.std(plain):.2f} ({', '.join(f'{x:.2f}' for x in plain)}) |"]
+        lines += [f"| random exploration | {sum(f <= 100_000 for f in rnd_found)}/{len(rnd)} | {len(rnd_found)}/{len(rnd)} | — |",
                   f"| on-policy learner (MDPO) from reset | — | {sum(onp_any)}/{len(onp_any)} (any training episode) "
                   f"| {np.mean(onp_succ):.2f} ± {np.std(onp_succ):.2f} |", ""]
     return "\n".join(lines)
