@@ -154,7 +154,8 @@ def table(results: dict) -> str:
         if plain:  # the same phase 1; phase 2 without self-imitation, on the demonstration as found
             lines += [f"| … robustified without self-imitation, demonstration as found | same | same "
                       f"| {np.mean(plain):.2f} ± {np.std(plain):.2f} ({', '.join(f'{x:.2f}' for x in plain)}) |"]
-        lines += [f"| random exploration | {sum(f <= 100_000 for f in rnd_found)}/{len(rnd)} | {len(rnd_found)}/{len(rnd)} | — |",
+        lines += [f"| random exploration | {sum(f <= 100_000 for f in rnd_found)}/{len(rnd)} "
+                  f"| {len(rnd_found)}/{len(rnd)} | — |",
                   f"| on-policy learner (MDPO) from reset | — | {sum(onp_any)}/{len(onp_any)} (any training episode) "
                   f"| {np.mean(onp_succ):.2f} ± {np.std(onp_succ):.2f} |", ""]
     return "\n".join(lines)

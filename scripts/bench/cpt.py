@@ -5,8 +5,8 @@
 
 The bare loop is what PEFT's example does without the HF Trainer: ``model(input_ids, attention_mask,
 labels, input_type_mask).loss`` (PEFT builds the context's labels and masks and computes the decayed
-loss), backward, AdamW step. The zoo's step is a Lightning ``fit``: the context run once and its keys and values shared by
-the batch's rows (PEFT's forward repeats it in every row), the loss of
+loss), backward, AdamW step. The zoo's step is a Lightning ``fit``: the context run once and its keys
+and values shared by the batch's rows (PEFT's forward repeats it in every row), the loss of
 zoo/cpt/objective.py on the whole sequence, backward, AdamW with the linear schedule, δ projected
 after the step. Both start from the same context (the k examples written by zoo/cpt/context.py) and
 see the same batch of queries every step. Rounds alternate the two; each round times ``--steps``

@@ -108,7 +108,7 @@ def test_self_imitation_replays_the_demonstration(tmp_path):
     out = replay.rollout(4, start=len(demo) - 2, point_success=success, generator=torch.Generator().manual_seed(0))
     assert out["obs"].shape == (12, 2, *demo.obs[0].shape)  # 4 steps of 3 replays, step-major
     for r in range(3):
-        # replay r's last step is at point t − 1, its episode started at first ≤ t − 1 (within 10 before the start point)
+        # replay r's last step was at point t (it is now at t + 1), from first ≤ t, within 10 before the start point
         t, first = int(replay.t[r]) - 1, int(replay.first[r])
         assert 0 <= first <= t < len(demo) and (first == 0 or first >= len(demo) - 2 - 10)
         step = 9 + r  # its last step in the rollout

@@ -232,9 +232,10 @@ class CPT(ZooModule):
         return label_scores(logits, ids, target).view(B, -1)
 
     def _after_context(self, ids: Tensor, mask: Tensor, keep: int = 0) -> tuple[Tensor, Tensor]:
-        """The context's logits [1, n, V] (only the last position's where ``keep`` > 0) and the last ``keep`` positions' logits of the rows after it (all
-        where 0), the context run once for the batch and its keys and values shared: what PEFT's forward
-        gives on every row, at a fraction of the cost; in training the gradients reach δ through them."""
+        """The context's logits [1, n, V] (only its last position's where ``keep`` > 0) and the last ``keep``
+        positions' logits of the rows after it (all where 0), the context run once for the batch and its
+        keys and values shared: what PEFT's forward gives on every row, at a fraction of the cost; in
+        training the gradients reach δ through them."""
         base = self.model.get_base_model()
         prompt = self.model.get_prompt(batch_size=1)  # E_C + δ, as PEFT's forward computes it
         out = base(inputs_embeds=prompt.to(base.get_input_embeddings().weight.dtype), use_cache=True,

@@ -11,8 +11,8 @@ r"""Go-Explore (Ecoffet, Huizinga, Lehman, Stanley & Clune, Nature 2021): rememb
 
 MDPO's on-policy update, per iteration k of K:  min_θ −E[π_θ/π_θk · A] + (1/t_k) E[KL(π_θ ‖ π_θk)],
 t_k = 1 − k/K, with GAE advantages (zoo/mdpo/objective.py, zoo/rl.py), plus (``sil_coef`` > 0) the
-official robustification's self-imitation of the demonstration, c_SIL (L_π + c_V L_V). The equations of Go-Explore are in
-zoo/go_explore/objective.py; the archive and one exploration in archive.py; the environments and their
+official robustification's self-imitation of the demonstration, c_SIL (L_π + c_V L_V). The equations of
+Go-Explore are in zoo/go_explore/objective.py; the archive and one exploration in archive.py; the environments and their
 save/restore protocol in data.py; the backward algorithm's episodes in robustify.py.
 
 Every process explores its own cells (from its own random stream) and the exploration records of all
@@ -209,8 +209,8 @@ class GoExplore(ZooModule):
         if sil_coef < 0 or sil_vf_coef < 0 or sil_envs < 0 or sil_before_max < 0:
             raise UserError("--model.sil_coef, sil_vf_coef, sil_envs and sil_before_max must be ≥ 0; got "
                             f"{sil_coef}, {sil_vf_coef}, {sil_envs}, {sil_before_max}")
-        for name in ("sticky", "frac_sample", "from_reset_prob", "move_threshold", "recent_frame_prob", "low_level_weight",
-                     "sil_from_start_prob"):
+        for name in ("sticky", "frac_sample", "from_reset_prob", "move_threshold", "recent_frame_prob",
+                     "low_level_weight", "sil_from_start_prob"):
             if not 0 <= getattr(self.hparams, name) <= 1:
                 raise UserError(f"--model.{name} must lie in [0, 1], got {getattr(self.hparams, name)}")
         if mean_repeat < 1:
@@ -389,8 +389,8 @@ class GoExplore(ZooModule):
         mb = min(hp.minibatch_size, B)
         n_updates = hp.sgd_epochs * (B // mb)
         stats: dict[str, list[Tensor]] = {"policy_loss": [], "value_loss": [], "kl": [], "entropy": []}
+        sil_losses: list[Tensor] = []
         if sil is not None:
-            stats["sil_policy_loss"] = []
             S, M = len(sil["actions"]), B // mb
             chunk = -(-S // M)  # each minibatch takes its share of the replayed steps
         for _ in range(hp.sgd_epochs):
@@ -416,9 +416,9 @@ class GoExplore(ZooModule):
                         categorical_log_prob(sil_logits, sil["actions"][j]), sil_value, sil["old_value"][j],
                         sil["returns"][j], sil["weights"][j], mb + len(j))
                     loss = loss + hp.sil_coef * (sil_policy + hp.sil_vf_coef * sil_value_loss)
-                    stats["sil_policy_loss"].append(sil_policy.detach())
+                    sil_losses.append(sil_policy.detach())
                 self.sgd_step(opt, loss, last=len(stats["kl"]) == n_updates - 1)
-                for name, v in zip(("policy_loss", "value_loss", "kl", "entropy"), (policy_loss, value_loss, kl.mean(), entropy.mean())):
+                for name, v in zip(stats, (policy_loss, value_loss, kl.mean(), entropy.mean())):
                     stats[name].append(v.detach())
         world = self._trainer.world_size if self._trainer is not None else 1
         self.robust_steps += B * world
@@ -432,6 +432,8 @@ class GoExplore(ZooModule):
         if episodes.sum() >= hp.min_episodes:  # judged: the next judgement counts afresh
             runner.judge(moved, episodes, successes)
         out = {k: float(torch.stack(v).mean()) for k, v in stats.items()}
+        if sil_losses:
+            out["sil_policy_loss"] = float(torch.stack(sil_losses).mean())
         finished = runner.pop_finished()
         demo_starts = [f for f in finished if not f[2]]
         resets = [f for f in finished if f[2]]
@@ -597,9 +599,17 @@ class GoExplore(ZooModule):
             "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 4),
             "best_actions": torch.from_numpy(self.best_actions.astype(np.uint8)),
             "demo_actions": torch.from_numpy(self.demo.actions.astype(np.uint8)) if self.demo is not None else None,
-            "runner": ({**self.runner.state_dict(), **({"imitation": self.imitation.state_dict()} if self.imitation else {})}
-                       if self.runner is not None else None),
+            "runner": self.runner_state(),
         }
+
+    def runner_state(self) -> dict[str, Any] | None:
+        """Phase 2's episodes and, with self-imitation, its replays of the demonstration."""
+        if self.runner is None:
+            return None
+        state = self.runner.state_dict()
+        if self.imitation is not None:
+            state["imitation"] = self.imitation.state_dict()
+        return state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)

@@ -252,7 +252,8 @@ class SelfImitation:
             out[self.k - 1 - (t - j)] = obs[j]
         return out
 
-    def rollout(self, n_steps: int, start: int, point_success: np.ndarray, generator: torch.Generator) -> dict[str, Tensor]:
+    def rollout(self, n_steps: int, start: int, point_success: np.ndarray,
+                generator: torch.Generator) -> dict[str, Tensor]:
         """``n_steps`` steps of every replay: obs [T·n, ...], the demonstration's actions, its discounted
         returns, and the weights 1 − (success rate from the point)."""
         end = min(start + self.horizon, len(self.demo))
@@ -269,7 +270,8 @@ class SelfImitation:
                 weights.append(1.0 - point_success[t])
                 self.t[i] += 1
         return {"obs": torch.from_numpy(np.stack(obs)), "actions": torch.tensor(actions, dtype=torch.long),
-                "returns": torch.tensor(returns, dtype=torch.float32), "weights": torch.tensor(weights, dtype=torch.float32)}
+                "returns": torch.tensor(returns, dtype=torch.float32),
+                "weights": torch.tensor(weights, dtype=torch.float32)}
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"first": torch.from_numpy(self.first.copy()), "t": torch.from_numpy(self.t.copy())}
