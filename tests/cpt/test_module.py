@@ -199,6 +199,39 @@ def test_scores_with_the_shared_context_cache_equal_peft_forward(method, words):
         torch.testing.assert_close(model.scores(batch), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["cpt", "icl"])
+def test_an_evaluation_epoch_runs_the_context_once(method):
+    """Within a test epoch the context runs at the first batch and its keys and values serve every batch
+    (batches of different sizes); the scores equal those of a context run per batch, and each epoch runs
+    it afresh (δ may have moved since the last)."""
+    from zoo.cpt.data import collate_queries
+
+    torch.manual_seed(0)
+    model = CPT(method=method, lr=0.05, **COMPACT)
+    data = FewShotDataModule(k=4, batch_size=2, val_size=0, test_size=7, eval_batch_size=3)
+    fit(model, data, 2)
+    model.eval()
+    texts = ["3 + 4", "sorted([3, 1])", "'x'.upper() + 'yz'", "[1] * 2", "7 // 2", "None", "1.5 * 2"]
+    batches = [collate_queries([{"label": 0, **model.encode_query(t)} for t in chunk], model.pad_id)
+               for chunk in (texts[:3], texts[3:6], texts[6:])]
+    runs, context = [], model._context
+    model._context = lambda keep=0: runs.append(keep) or context(keep)
+    with torch.no_grad():
+        per_batch = [model.scores(b) for b in batches]
+        assert len(runs) == 3
+        model.on_test_epoch_start()
+        shared = [model.scores(b) for b in batches]
+        assert len(runs) == 4
+        model.on_test_epoch_end()
+    for a, b in zip(shared, per_batch):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    runs.clear()
+    trainer = L.Trainer(**QUIET)
+    trainer.test(model, data, verbose=False)
+    trainer.test(model, data, verbose=False)
+    assert runs == [1, 1]  # once per epoch, though the test split makes three batches
+
+
 def test_training_with_the_shared_context_equals_peft_forward():
     """A CPT training step runs the context once for the batch: its loss and δ's gradient equal those of
     PEFT's full forward pass on every row (the context repeated in each)."""

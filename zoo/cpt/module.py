@@ -15,6 +15,7 @@ so a checkpoint or release holds the context it was trained with.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,6 +105,7 @@ class CPT(ZooModule):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.positions = context_length(self.model) or 1 << 20
         self.n_prefix = 0
+        self._share, self._shared = False, None  # the context's logits and keys and values, shared in evaluation
         self.val_acc, self.test_acc = MeanMetric(), MeanMetric()
         self.example_input_array = torch.arange(3, 19).remainder(self.model.config.vocab_size).view(2, 8)
         self.register_buffer("context_ids", torch.zeros(0, dtype=torch.long), persistent=False)
@@ -231,20 +233,32 @@ class CPT(ZooModule):
             return logp[:, [w[0] for w in words]]
         return label_scores(logits, ids, target).view(B, -1)
 
+    def _context(self, keep: int = 0) -> tuple[Tensor, Any]:
+        """E_C + δ (as PEFT's forward computes it) through the base model: its logits [1, n, V] (only the
+        last position's where ``keep`` > 0) and its keys and values."""
+        base = self.model.get_base_model()
+        prompt = self.model.get_prompt(batch_size=1)
+        out = base(inputs_embeds=prompt.to(base.get_input_embeddings().weight.dtype), use_cache=True,
+                   logits_to_keep=0 if keep == 0 else 1)
+        return out.logits, out["cache"] if "cache" in out else out["past_key_values"]
+
     def _after_context(self, ids: Tensor, mask: Tensor, keep: int = 0) -> tuple[Tensor, Tensor]:
         """The context's logits [1, n, V] (only its last position's where ``keep`` > 0) and the last ``keep``
         positions' logits of the rows after it (all where 0), the context run once for the batch and its
         keys and values shared: what PEFT's forward gives on every row, at a fraction of the cost; in
-        training the gradients reach δ through them."""
+        training the gradients reach δ through them. An evaluation epoch runs the context once for all
+        its batches (δ does not move within it)."""
         base = self.model.get_base_model()
-        prompt = self.model.get_prompt(batch_size=1)  # E_C + δ, as PEFT's forward computes it
-        out = base(inputs_embeds=prompt.to(base.get_input_embeddings().weight.dtype), use_cache=True,
-                   logits_to_keep=0 if keep == 0 else 1)
-        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        if self._share and keep > 0:
+            if self._shared is None:
+                self._shared = self._context(keep=1)
+            logits, cache = self._shared[0], copy.deepcopy(self._shared[1])
+        else:
+            logits, cache = self._context(keep)
         cache.batch_repeat_interleave(ids.shape[0])
         mask = torch.cat([mask.new_ones(ids.shape[0], self.n_prefix), mask], 1)
         rows = base(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **{cache_argument(base): cache}).logits
-        return out.logits, rows
+        return logits, rows
 
     # -- training -----------------------------------------------------------------------------------
 
@@ -291,6 +305,22 @@ class CPT(ZooModule):
         correct = (self.scores(batch).argmax(-1) == batch["label"]).float()
         metric.update(correct)
         self.log(name, metric, prog_bar=True, batch_size=correct.shape[0])
+
+    def _share_context(self, on: bool) -> None:
+        """Within an evaluation epoch the context is run at its first batch and shared by the rest."""
+        self._share, self._shared = on, None
+
+    def on_validation_epoch_start(self) -> None:
+        self._share_context(True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._share_context(False)
+
+    def on_test_epoch_start(self) -> None:
+        self._share_context(True)
+
+    def on_test_epoch_end(self) -> None:
+        self._share_context(False)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(self.val_acc, "val/acc", batch)
