@@ -33,7 +33,8 @@ LR = {  # per base model: AdamW's learning rate of each trained method (docs/cpt
 }
 
 
-def run(data: str, method: str, k: int, seed: int, steps: int, overrides: dict, precision: str = "32-true") -> dict:
+def run(data: str, method: str, k: int, seed: int, steps: int, overrides: dict, precision: str = "32-true",
+        accelerator: str = "cpu") -> dict:
     import lightning as L
 
     from zoo.cpt import CPT, FewShotDataModule
@@ -45,7 +46,7 @@ def run(data: str, method: str, k: int, seed: int, steps: int, overrides: dict, 
     data_args = {**config["data"], "k": k, "draw_seed": seed, "val_size": 0, **overrides.get("data", {})}
     L.seed_everything(seed, verbose=False)
     model, dm = CPT(**model_args), FewShotDataModule(**data_args)
-    quiet = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    quiet = dict(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                  enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, precision=precision)
     start = time.time()
     L.Trainer(max_steps=0 if method == "icl" else steps, **quiet).fit(model, dm)
@@ -53,7 +54,8 @@ def run(data: str, method: str, k: int, seed: int, steps: int, overrides: dict, 
     acc = L.Trainer(**quiet).test(model, dm, verbose=False)[0]["test/acc"]
     return {"data": data, "method": method, "k": k, "seed": seed, "acc": acc, "steps": 0 if method == "icl" else steps,
             "lr": model_args.get("lr"), "fit_s": round(trained - start, 1), "test_s": round(time.time() - trained, 1),
-            "base": model_args["base"], "test_size": data_args.get("test_size"), "precision": precision}
+            "base": model_args["base"], "test_size": data_args.get("test_size"), "precision": precision,
+            "accelerator": accelerator}
 
 
 def table(path: Path) -> str:
@@ -87,13 +89,15 @@ def main() -> None:
     parser.add_argument("--test_size", type=int, help="test examples (default: the whole test split)")
     parser.add_argument("--precision", default="32-true", help="the trainer's precision (bf16-mixed: about twice as fast "
                         "on a CPU with AVX512-BF16)")
+    parser.add_argument("--accelerator", default="cpu", help="the trainer's accelerator (gpu: one GPU, one run at a time)")
+    parser.add_argument("--threads", type=int, default=1, help="torch's CPU threads")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "cpt" / "grid.jsonl")
     parser.add_argument("--table", type=Path, help="print the table of a results file and stop")
     args = parser.parse_args()
     if args.table:
         print(table(args.table))
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     overrides = {"model": {"base": args.base} if args.base else {}, "data": {"test_size": args.test_size}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
@@ -105,7 +109,7 @@ def main() -> None:
                 for method in args.methods:
                     if (data, method, k, seed) in done:
                         continue
-                    result = run(data, method, k, seed, args.steps, overrides, args.precision)
+                    result = run(data, method, k, seed, args.steps, overrides, args.precision, args.accelerator)
                     with args.out.open("a") as f:
                         f.write(json.dumps(result) + "\n")
                     print(f"{data} {method:13s} k={k:2d} seed={seed} acc={result['acc']:.3f} "
