@@ -16,6 +16,12 @@ the model from them would import, and run, whatever they name: ``env: "os:system
   convention of ``trust_remote_code`` in transformers.
 
 Anything else is refused with an error naming the file and the key, before anything is imported.
+
+A value of any hyperparameter may also hold a mapping with ``class_path`` or ``init_args`` (as
+``env_kwargs: {x: {class_path: some.module.Class}}``): the command line's parser (jsonargparse)
+imports such a class while it reads the value, so a file's hyperparameters holding one anywhere are
+refused the same way, unless ``trust_code`` or the user gave the same value for that key. What a file
+holds reaches the model as data.
 """
 from __future__ import annotations
 
@@ -68,6 +74,27 @@ def is_zoo_code(value: Any) -> bool:
     return issubclass(obj, gym.Env) or obj.__module__.endswith(".data")
 
 
+CLASS_KEYS = ("class_path", "init_args")
+
+
+def class_path_in(value: Any, where: str = "") -> str | None:
+    """Where inside ``value`` a mapping holds ``class_path`` or ``init_args`` (``.x.y``, or ``""`` for the value
+    itself), or None where nothing does."""
+    if isinstance(value, Mapping):
+        if any(k in value for k in CLASS_KEYS):
+            return where
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = class_path_in(v, f"{where}.{k}" if isinstance(k, str) else f"{where}[{k}]")
+        if found is not None:
+            return found
+    return None
+
+
 def check_code(model_class: type, init_args: Mapping[str, Any], source: str | Path, trust_code: bool = False,
                given: Mapping[str, Any] | None = None) -> None:
     """Refuse, naming ``source`` and the key, any hyperparameter of ``init_args`` that names code which is
@@ -75,6 +102,13 @@ def check_code(model_class: type, init_args: Mapping[str, Any], source: str | Pa
     if trust_code:
         return
     given = given or {}
+    for key, value in init_args.items():
+        where = class_path_in(value)
+        if where is not None and value != given.get(key):
+            raise CheckpointError(
+                f"{source}: {key}{where} holds a class_path/init_args mapping, which the command line's parser would "
+                "import; a file's hyperparameters are data only: pass the value on the command line yourself, or "
+                "trust_code=True (zoo.load) / --trust_code true (recipes), if you trust where the file came from")
     for key in getattr(model_class, "code_hparams", ()):
         value = init_args.get(key)
         if value is None or value == given.get(key) or is_zoo_code(value):

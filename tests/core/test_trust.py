@@ -165,3 +165,78 @@ def test_a_remote_ckpt_path_is_refused(url, tmp_path, capsys):
 def test_the_release_registry_entries_pin_manifests():
     for entry in json.loads(hub.REGISTRY.read_text()).values():
         assert len(entry["manifest"]) == 64 and "files" not in entry
+
+
+# -- a class_path nested in a value: jsonargparse would import it while parsing ----------------------------
+
+DICT_HPARAMS = {  # every recipe whose hyperparameters take a dict, with its class and tiny config
+    "deep_ga": "zoo.deep_ga.module.DeepGA",
+    "go_explore": "zoo.go_explore.module.GoExplore",
+    "op_gfn": "zoo.op_gfn.module.OPGFN",
+    "mdpo": "zoo.mdpo.on_policy.OnPolicyMDPO",
+}
+
+
+@pytest.fixture
+def planted(tmp_path, monkeypatch, request):
+    """A module on the import path that writes a marker when imported, and the hyperparameter naming it."""
+    name = f"planted_{request.node.name.replace('[', '_').replace(']', '').replace('-', '_')}"
+    marker = tmp_path / "IMPORTED"
+    (tmp_path / f"{name}.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).write_text('imported')\n"
+                                         "class Foo:\n    def __init__(self, **kw):\n        pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return marker, {"x": {"class_path": f"{name}.Foo", "init_args": {}}}
+
+
+def test_the_recipes_with_dict_hyperparameters_are_all_covered():
+    import typing
+
+    for method, class_path in DICT_HPARAMS.items():
+        cls = hub.import_class(class_path, ROOT)
+        assert "dict" in str(typing.get_type_hints(cls.__init__)["env_kwargs"]), method
+
+
+@pytest.mark.parametrize("method", list(DICT_HPARAMS))
+def test_a_class_path_nested_in_a_checkpoint_is_never_imported(method, planted, tmp_path, capsys):
+    marker, env_kwargs = planted
+    ckpt = tmp_path / "nested.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"env_kwargs": env_kwargs}, "zoo_class_path": DICT_HPARAMS[method],
+                "pytorch-lightning_version": lightning.__version__}, ckpt)
+    config = str(ROOT / "recipes" / "configs" / method / "tiny.yaml")
+    with pytest.raises(SystemExit) as exit_:
+        load_recipe(method).main(["fit", "--config", config, *QUIET, "--trainer.default_root_dir",
+                                  str(tmp_path / "logs"), "--ckpt_path", str(ckpt)])
+    assert exit_.value.code == 2
+    assert "nested.ckpt: env_kwargs.x holds a class_path/init_args mapping" in capsys.readouterr().err
+    assert not marker.exists()
+    with pytest.raises(hub.CheckpointError, match="env_kwargs.x holds a class_path"):
+        zoo.load(ckpt)
+
+
+@pytest.mark.parametrize("method", list(DICT_HPARAMS))
+def test_a_class_path_nested_in_a_release_is_never_imported(method, planted, tmp_path, capsys):
+    """The release's manifest matches (a forger re-hashes it), so it verifies; its hyperparameters are still refused."""
+    marker, env_kwargs = planted
+    release = tmp_path / "release"
+    release.mkdir()
+    hub.write_safetensors({"w": torch.zeros(1)}, release / "model.safetensors")
+    hparams = {"class_path": DICT_HPARAMS[method], "init_args": {"env_kwargs": {"deep": [env_kwargs]}}}
+    (release / "hparams.yaml").write_text(yaml.safe_dump(hparams))
+    remanifest(release)
+    hub.release_dir(release)  # verifies
+    config = str(ROOT / "recipes" / "configs" / method / "tiny.yaml")
+    with pytest.raises(SystemExit) as exit_:
+        load_recipe(method).main(["fit", "--config", config, *QUIET, "--trainer.default_root_dir",
+                                  str(tmp_path / "logs"), "--model.init_from", str(release)])
+    assert exit_.value.code == 2
+    assert "hparams.yaml: env_kwargs.deep[0].x holds a class_path/init_args mapping" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_where_a_nested_class_path_is_found():
+    from zoo.trust import class_path_in
+
+    assert class_path_in({"a": 1, "b": [1, {"c": "x"}]}) is None and class_path_in("class_path") is None
+    assert class_path_in({"class_path": "m.C"}) == ""
+    assert class_path_in({"a": [0, {"b": {"init_args": {}}}]}) == ".a[1].b"
