@@ -7,7 +7,8 @@
 ``export`` writes what ``scripts/release.py`` writes for the weights: the method's release format
 (for the language models, a Hugging Face folder with the tokenizer, which
 ``AutoModelForCausalLM.from_pretrained`` reads), hparams.yaml and manifest.json. ``zoo.load(DIR)``
-and ``--model.init_from DIR`` take the folder.
+and ``--model.init_from DIR`` take the folder. DIR is new, empty, or an earlier release, which is
+replaced whole; export never deletes a file it did not write (a folder holding other files is refused).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             hub.list_models()
         elif args.command == "export":
+            hub.check_target(args.directory)  # before the checkpoint is read: a folder export may not write to
             model = hub.load(args.checkpoint, trust_code=args.trust_code)
             manifest = hub.save(model, args.directory)
             print(f"exported {args.checkpoint} -> {args.directory} (manifest sha256 {manifest[:12]}…)")

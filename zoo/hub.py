@@ -19,6 +19,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -307,17 +310,59 @@ def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, path)
 
 
+#: documents the zoo writes into a release folder (scripts/release.py, a method's save_release)
+WRITTEN_DOCUMENTS = ("card.md", "metrics.json", MANIFEST, "curve.png", "progress.png", "best_trajectory.gif")
+
+
+def check_target(directory: str | Path) -> Path:
+    """The folder a release may be written to: absent, empty, or a release the zoo wrote (every file in it is
+    listed by its manifest or is a document the zoo writes), which the new release replaces. Anything else is
+    refused: writing a release never deletes a file the zoo did not write."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"{directory}: is a file; a release is written to a folder (give a new folder's name)")
+    if not directory.is_dir() or not any(directory.iterdir()):
+        return directory
+    try:
+        listed = set(read_manifest(directory))
+    except CheckpointError:
+        listed = None
+    foreign = sorted(p.name for p in directory.iterdir() if listed is None or p.is_symlink() or not p.is_file()
+                     or (p.name not in listed and p.name not in WRITTEN_DOCUMENTS))
+    if foreign:
+        raise CheckpointError(f"{directory}: holds {', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}, which "
+                              f"{'is' if len(foreign) == 1 else 'are'} not part of a zoo release; a release is written to "
+                              "a new or empty folder, or over an earlier release, and never deletes other files")
+    return directory
+
+
 def save(module: torch.nn.Module, directory: str | Path) -> str:
     """Write a release directory: the weights (``module.save_release``), hparams.yaml and manifest.json.
-    Returns the sha256 of the manifest, which a registry entry pins."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.iterdir():  # a release written again starts clean: no file of the last one lingers
-        if old.is_file() and not is_document(old.name):
-            old.unlink()
-    module.save_release(directory)
-    (directory / HPARAMS).write_text(yaml.safe_dump(hparams_of(module), sort_keys=False))
-    files = {f.name: sha256(f) for f in sorted(directory.iterdir()) if f.is_file() and not is_document(f.name)}
-    (directory / MANIFEST).write_text(json.dumps({"files": files}, indent=2) + "\n")
-    read_manifest(directory)  # a release that lists no weights is an error now, not when someone loads it
+    Returns the sha256 of the manifest, which a registry entry pins.
+
+    The release is written into a temporary folder beside ``directory`` and renamed into place, so an
+    interrupted write leaves no half release; ``directory`` must be new, empty, or an earlier release
+    (``check_target``), which is replaced whole."""
+    directory = check_target(directory).resolve()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+    try:
+        module.save_release(tmp)
+        (tmp / HPARAMS).write_text(yaml.safe_dump(hparams_of(module), sort_keys=False))
+        files = {f.name: sha256(f) for f in sorted(tmp.iterdir()) if f.is_file() and not is_document(f.name)}
+        (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=2) + "\n")
+        read_manifest(tmp)  # a release that lists no weights is an error now, not when someone loads it
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private; a release is as readable as any folder made here
+        if directory.is_dir() and any(directory.iterdir()):
+            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".old"))
+            os.replace(directory, old / directory.name)
+            os.replace(tmp, directory)
+            shutil.rmtree(old)  # the earlier release: files the zoo wrote (check_target)
+        else:
+            os.replace(tmp, directory)  # onto an empty folder or none
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
     return sha256(directory / MANIFEST)
