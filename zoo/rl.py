@@ -63,7 +63,7 @@ def make_env(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.
         gym.register_envs(ale_py)
         kwargs.setdefault("frameskip", 1)
     try:
-        env = gym_make(env_id, kwargs, render_mode=render_mode)
+        env = gym_make(env_id, kwargs, **({"render_mode": render_mode} if render_mode else {}))
     except gym.error.DependencyNotInstalled as e:
         raise UserError(f"env {env_id!r} needs a package that is not installed ({e}); MuJoCo tasks: "
                          "pip install 'zoo[mujoco]', Box2D tasks: pip install box2d==2.3.10") from e
@@ -77,10 +77,10 @@ def make_env(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.
 
 
 def gym_make(env_id: str, kwargs: dict[str, Any], **fixed: Any) -> gym.Env:
-    """``gymnasium.make(env_id, **fixed, **kwargs)``, where a keyword of ``kwargs`` (the user's
-    ``--model.env_kwargs``) that the environment does not take is a one-line error naming both."""
+    """``gymnasium.make(env_id, **kwargs, **fixed)`` (``fixed`` wins), where a keyword of ``kwargs`` (the
+    user's ``--model.env_kwargs``) that the environment does not take is a one-line error naming both."""
     try:
-        return gym.make(env_id, **{**fixed, **kwargs})
+        return gym.make(env_id, **{**kwargs, **fixed})
     except TypeError as e:
         creator = None
         try:
