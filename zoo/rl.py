@@ -16,6 +16,8 @@ actions, as gymnasium's classic-control, Box2D, MuJoCo and ALE environments are.
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,6 +45,9 @@ def make_env(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.
             raise UserError(f"env {env_id!r}: cannot import the entry point ({e})") from e
         try:
             env = factory(render_mode=render_mode, **kwargs) if render_mode else factory(**kwargs)
+        except TypeError as e:
+            raise unknown_keyword(e, env_id, kwargs, factory) or UserError(
+                f"env {env_id!r}: the entry point raised TypeError: {e} ({_where(e)})") from e
         except Exception as e:  # noqa: BLE001 - the user's code failed: say where, in one line
             raise UserError(f"env {env_id!r}: the entry point raised {type(e).__name__}: {e} "
                             f"({_where(e)})") from e
@@ -58,7 +63,7 @@ def make_env(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.
         gym.register_envs(ale_py)
         kwargs.setdefault("frameskip", 1)
     try:
-        env = gym.make(env_id, render_mode=render_mode, **kwargs)
+        env = gym_make(env_id, kwargs, **({"render_mode": render_mode} if render_mode else {}))
     except gym.error.DependencyNotInstalled as e:
         raise UserError(f"env {env_id!r} needs a package that is not installed ({e}); MuJoCo tasks: "
                          "pip install 'zoo[mujoco]', Box2D tasks: pip install box2d==2.3.10") from e
@@ -69,6 +74,44 @@ def make_env(env_id: str, render_mode: str | None = None, **kwargs: Any) -> gym.
         env = gym.wrappers.AtariPreprocessing(env, frame_skip=4, screen_size=84, grayscale_obs=True)
         env = gym.wrappers.FrameStackObservation(env, 4)
     return env
+
+
+def gym_make(env_id: str, kwargs: dict[str, Any], **fixed: Any) -> gym.Env:
+    """``gymnasium.make(env_id, **kwargs, **fixed)`` (``fixed`` wins), where a keyword of ``kwargs`` (the
+    user's ``--model.env_kwargs``) that the environment does not take is a one-line error naming both."""
+    try:
+        return gym.make(env_id, **{**kwargs, **fixed})
+    except TypeError as e:
+        creator = None
+        try:
+            entry_point = gym.spec(env_id).entry_point
+            creator = gym.envs.registration.load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
+        except Exception:  # noqa: BLE001 - only used to list the keywords the environment takes
+            pass
+        error = unknown_keyword(e, env_id, kwargs, creator)
+        if error is None:
+            raise
+        raise error from e
+
+
+UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '(\w+)'")
+
+
+def unknown_keyword(e: TypeError, env_id: str, kwargs: dict[str, Any], creator: Any = None) -> UserError | None:
+    """The error for a TypeError that says a keyword of the user's ``kwargs`` is not one the environment
+    takes (None for any other TypeError); it lists the keywords ``creator`` takes where its signature says."""
+    match = UNEXPECTED_KEYWORD.search(str(e))
+    if match is None or match.group(1) not in kwargs:
+        return None
+    takes = ""
+    try:
+        params = inspect.signature(creator).parameters.values() if creator is not None else []
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if names and not any(p.kind == p.VAR_KEYWORD for p in params):
+            takes = f"; it takes {', '.join(names)}"
+    except (TypeError, ValueError):  # no signature to read (a builtin)
+        pass
+    return UserError(f"--model.env_kwargs: {env_id} takes no keyword {match.group(1)!r}{takes}")
 
 
 def _where(e: BaseException) -> str:

@@ -94,3 +94,36 @@ def test_text_shorter_than_a_block_names_the_split(tmp_path):
     dm = TextDataModule(path=str(short), block_size=64)
     with pytest.raises(ValueError, match=r"split has \d+ tokens, fewer than \d+ \(--data.block_size 64\)"):
         dm.setup("fit")
+
+
+def tiny_gguf(path):
+    """A small GGUF file of a one-layer llama: header, metadata and one tensor (the ``gguf`` package's writer)."""
+    import numpy as np
+
+    gguf = pytest.importorskip("gguf")
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_context_length(16)
+    writer.add_embedding_length(8)
+    writer.add_feed_forward_length(16)
+    writer.add_head_count(2)
+    writer.add_tensor("token_embd.weight", np.zeros((10, 8), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("keep", [10, 100, 300])
+def test_a_truncated_gguf_base_names_the_file(recipe, tmp_path, capsys, keep):
+    """A cut download of a .gguf file: one line naming it, not struct.error from the parser."""
+    whole = tiny_gguf(tmp_path / "whole.gguf").read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(whole[:keep])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        fit(recipe, "cpt", tmp_path, "--model.base", str(cut))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) <= 2 and err[-1].endswith("--help lists every option)"), err
+    assert err[0].startswith(f"error: --model.base {cut}: the GGUF file ends early or is corrupted (struct.error: "), err

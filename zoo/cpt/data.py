@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from zoo.errors import UserError
+from zoo.lm.data import read_lines
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -84,11 +85,7 @@ def embedded_task(n_train: int = 2000, n_test: int = 600, seed: int = 1234) -> d
 def read_split(path: Path, encoding: str, words: dict[str, str] | None = None) -> list[Example]:
     """A ``.jsonl`` file of {"text", "label"} or a ``.txt`` file of ``label text`` lines; every label must
     be one of ``words`` (the label map), where given."""
-    try:
-        lines = path.read_text(encoding=encoding).splitlines()
-    except UnicodeDecodeError as e:
-        raise UserError(f"--data.path {path}: not {encoding} text (byte {e.start}: {e.reason}); pass the file's "
-                        "encoding with --data.encoding (e.g. latin-1)") from None
+    lines = read_lines(path, "--data.path", encoding, "pass the file's encoding with --data.encoding (e.g. latin-1)")
     out: list[Example] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import torch
 from torch import Tensor
@@ -32,6 +32,21 @@ from zoo.module import ZooModule
 METHODS = ("cpt", "icl", "prompt_tuning", "lora", "full")
 PROMPT_METHODS = ("cpt", "icl", "prompt_tuning")  # PEFT prepends virtual tokens
 CONTEXT_METHODS = ("cpt", "icl")  # the k examples stand before the query
+
+
+def check_examples(examples: Sequence[Sequence[str]], label_words: Sequence[str], where: str = "--model.examples") -> None:
+    """Every example's label word is one of the label words: an example labelled otherwise would train the
+    model toward a word it never classifies into. Else an error naming the example (and ``where`` it came from)."""
+    for n, example in enumerate(examples, 1):
+        word = example[1] if len(example) == 2 else None
+        if word in label_words:
+            continue
+        if word is None:
+            raise UserError(f"{where}: example {n} is {list(example)!r}; an example is a pair [text, label word]")
+        close = next((w for w in label_words if w.strip() == str(word).strip()), None)
+        hint = f" (mind the spaces: the label word is {close!r})" if close is not None else ""
+        raise UserError(f"{where}: example {n} ({str(example[0])[:40]!r}) has the label word {word!r}, which is not "
+                        f"one of the label words {list(label_words)} (--model.label_words, --data.label_map){hint}")
 
 
 class CPT(ZooModule):
@@ -96,6 +111,8 @@ class CPT(ZooModule):
         self.save_hyperparameters()
         self.templates = Templates(input_template, output_template, intra_separator, inter_separator)
         self.templates.check()
+        if examples is not None and label_words is not None:
+            check_examples(examples, label_words)
         try:
             self.model, self.tokenizer = load_causal_lm(base)
         except ValueError as e:
@@ -126,6 +143,7 @@ class CPT(ZooModule):
                             "(--data.label_map): a model classifies into the words it was trained with")
         if hp.examples is None:
             hp["examples"] = [list(e) for e in examples]
+        check_examples(hp.examples, label_words)
         hp["label_words"] = list(label_words)
         if not self._built:
             self._build()
@@ -347,6 +365,8 @@ class CPT(ZooModule):
     def load_release(cls, directory: Path, init_args: dict[str, Any]) -> "CPT":
         from zoo import hub
 
+        if init_args.get("examples") is not None and init_args.get("label_words") is not None:
+            check_examples(init_args["examples"], init_args["label_words"], f"{Path(directory) / hub.HPARAMS}: examples")
         model = cls(**{k: v for k, v in init_args.items() if k != "init_from"})
         weights = Path(directory) / hub.WEIGHTS
         state = hub.read_weights(weights)

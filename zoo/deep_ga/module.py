@@ -32,7 +32,7 @@ import zoo.deep_ga.data  # noqa: F401  (registers zoo/HardMaze-v0)
 from zoo.deep_ga.nets import MLP, AtariNet, FlatPolicy
 from zoo.deep_ga.objective import elite_candidates, mutate, novelty, rank_by, select_elite, theta_from_chain
 from zoo.deep_ga.rollouts import Evaluator
-from zoo.errors import UserError
+from zoo.errors import CheckpointError, UserError
 from zoo.module import Steps, ZooModule
 from zoo.rl import evaluate, make_env
 
@@ -42,6 +42,20 @@ warnings.filterwarnings("ignore", ".*configure_optimizers. returned .None.*")
 
 SEED_BOUND = 2**31 - 1  # seeds fit int32, which a release stores
 Chain = tuple[int, ...]
+
+
+def check_chain(seeds: Sequence[int], sigma: float, where: str) -> None:
+    """A seed chain read from a file (a release, a checkpoint): at least the initialisation seed, every seed
+    one that Deep GA draws (0 ≤ τ < 2³¹ − 1), and σ finite and > 0; else an error naming ``where``."""
+    if not math.isfinite(sigma) or sigma <= 0:
+        raise CheckpointError(f"{where}: the seed chain's σ is {sigma:g}; the mutation power must be finite and > 0 "
+                              "(the file is corrupted, or was not written by Deep GA)")
+    if len(seeds) < 1:
+        raise CheckpointError(f"{where}: an empty seed chain; a chain holds at least the initialisation seed")
+    bad = next((s for s in seeds if not 0 <= s < SEED_BOUND), None)
+    if bad is not None:
+        raise CheckpointError(f"{where}: the seed chain holds the seed {bad}, outside [0, 2³¹ − 1) where Deep GA "
+                              "draws its seeds (the file is corrupted, or was not written by Deep GA)")
 
 
 class DeepGA(ZooModule):
@@ -124,8 +138,8 @@ class DeepGA(ZooModule):
             raise UserError(f"--model.max_episode_steps must be ≥ 1 or null, got {max_episode_steps}")
         try:
             probe = self.make_env()
-        except (ValueError, gym.error.Error) as e:
-            raise UserError(f"--model.env {env}: {e}") from None
+        except (ValueError, gym.error.Error) as e:  # a message that names its flag already is kept as it is
+            raise UserError(str(e) if str(e).startswith("--model.") else f"--model.env {env}: {e}") from None
         obs_space, act_space = probe.observation_space, probe.action_space
         probe.close()
         if not isinstance(obs_space, gym.spaces.Box):
@@ -378,16 +392,19 @@ class DeepGA(ZooModule):
     @classmethod
     def load_release(cls, directory: Path, init_args: dict[str, Any]) -> "DeepGA":
         from zoo import hub
-        from zoo.errors import CheckpointError
 
         path = Path(directory) / hub.WEIGHTS
         state = hub.read_weights(path)
-        if set(state) != {"seeds", "sigma"} or state["seeds"].dim() != 1 or len(state["seeds"]) < 1:
-            raise CheckpointError(f"{path}: expected a seed chain (tensors 'seeds' and 'sigma'), got {sorted(state)}")
-        model = cls(**{k: v for k, v in init_args.items() if k != "init_from"})
+        if (set(state) != {"seeds", "sigma"} or state["seeds"].dim() != 1 or len(state["seeds"]) < 1
+                or state["sigma"].numel() != 1):
+            raise CheckpointError(f"{path}: expected a seed chain (tensors 'seeds' and 'sigma', one σ), got "
+                                  f"{ {k: tuple(v.shape) for k, v in state.items()} }")
         chain = tuple(int(s) for s in state["seeds"])
+        sigma = float(state["sigma"].reshape(-1)[0])
+        check_chain(chain, sigma, str(path))
+        model = cls(**{k: v for k, v in init_args.items() if k != "init_from"})
         with torch.no_grad():
-            model.chain_sigma.fill_(float(state["sigma"][0]))
+            model.chain_sigma.fill_(sigma)
         model.set_elite(chain)
         return model
 
@@ -395,6 +412,8 @@ class DeepGA(ZooModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)  # loads --model.init_from
+        if self.hparams.get("init_from"):
+            check_chain(self.elite(), float(self.chain_sigma), f"--model.init_from {self.hparams.init_from}")
         if self.hparams.get("init_from") and not math.isclose(float(self.chain_sigma), self.hparams.sigma, rel_tol=1e-6):
             raise UserError(f"--model.init_from {self.hparams.init_from}: its seed chain was evolved with σ = "
                             f"{float(self.chain_sigma):g}, and the chain continues with the same σ: pass "
@@ -424,9 +443,24 @@ class DeepGA(ZooModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
+        where = str(self._trainer.ckpt_path) if self._trainer is not None and self._trainer.ckpt_path else "the checkpoint"
+        weights = checkpoint.get("state_dict") or {}
+        if {"elite_chain", "elite_chain_length", "chain_sigma"} <= set(weights):
+            n = int(weights["elite_chain_length"])
+            if not 1 <= n <= len(weights["elite_chain"]):
+                raise CheckpointError(f"{where}: the elite's seed chain has length {n}, outside [1, "
+                                      f"{len(weights['elite_chain'])}] (the file is corrupted)")
+            check_chain([int(s) for s in weights["elite_chain"][:n]], float(weights["chain_sigma"]), where)
         state = checkpoint.get("deep_ga")
         if state is None:
             return
+        chains, lengths, scores = state["chains"], state["lengths"], state["scores"]
+        if (chains.dim() != 2 or not len(chains) == len(lengths) == len(scores)
+                or not all(1 <= int(n) <= chains.shape[1] for n in lengths)):
+            raise CheckpointError(f"{where}: the Deep GA population is inconsistent ({len(chains)} chains, "
+                                  f"{len(lengths)} lengths, {len(scores)} scores; the file is corrupted)")
+        for row, n in zip(chains, lengths):
+            check_chain([int(s) for s in row[: int(n)]], float(weights.get("chain_sigma", self.chain_sigma)), where)
         self.reset_search()
         self.population = [tuple(int(s) for s in row[:n]) for row, n in zip(state["chains"], state["lengths"])]
         self.scores = [float(s) for s in state["scores"]]

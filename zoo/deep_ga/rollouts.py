@@ -91,6 +91,9 @@ class Evaluator:
             while i < active:
                 j = job_of[i]
                 o, r, term, trunc, info = envs[i].step(actions[i])
+                if not np.isfinite(r):  # a NaN would rank every individual at random, silently
+                    raise UserError(f"env {self.name!r}: reward {r} (episode seed {int(jobs[j][1])}, step "
+                                    f"{lengths[j] + 1}); the environment must return finite rewards")
                 returns[j] += r
                 lengths[j] += 1
                 obs[i] = self._observe(o, f"job {j} step {lengths[j]}")
@@ -98,6 +101,9 @@ class Evaluator:
                     trunc = True
                 if term or trunc:
                     behaviours[j] = self.behaviour(info, obs[i])
+                    if not np.isfinite(behaviours[j]).all():
+                        raise UserError(f"env {self.name!r}: behaviour (info['bc']) with NaN or ±inf at the end of the "
+                                        f"episode of seed {int(jobs[j][1])}: {behaviours[j][:8]}")
                     if next_job < J:
                         start(i)
                     else:  # move the last active slot here, so that slots [0, active) stay the busy ones

@@ -217,7 +217,40 @@ class Archive:
             "done_actions": torch.from_numpy(self.done_actions.astype(np.uint8)), "rooms": sorted(self.rooms),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    @staticmethod
+    def check_state(state: dict[str, Any], where: str, n_actions: int | None = None) -> None:
+        """A saved archive whose parts agree: one key, score, length and count per cell, offsets that cut
+        the states and actions into one piece per cell, actions below ``n_actions``; else an error naming
+        ``where`` (the checkpoint file)."""
+        from zoo.errors import CheckpointError
+
+        def bad(what: str) -> CheckpointError:
+            return CheckpointError(f"{where}: the Go-Explore archive is inconsistent ({what}); the file is corrupted, "
+                                   "or was not written by this version of the zoo")
+
+        names = ("fields", "downscaled", "keys", "score", "length", "seen", "chosen", "since_new", "states",
+                 "state_offsets", "actions", "action_offsets", "frames", "done_score", "done_length", "done_actions",
+                 "rooms")
+        missing = [k for k in names if k not in state]
+        if missing:
+            raise bad(f"no {', '.join(missing)}")
+        n = len(state["score"])
+        counts = {k: len(state[k]) for k in ("keys", "length", "seen", "chosen", "since_new")}
+        if any(c != n for c in counts.values()):
+            raise bad(f"{n} scores but " + ", ".join(f"{c} {k}" for k, c in counts.items() if c != n))
+        if state["frames"].numel() and len(state["frames"]) != n:
+            raise bad(f"{n} cells but {len(state['frames'])} frames")
+        for data, offsets in (("states", "state_offsets"), ("actions", "action_offsets")):
+            o = state[offsets]
+            if (o.dim() != 1 or len(o) != n + 1 or int(o[0]) != 0 or int(o[-1]) != len(state[data])
+                    or bool((o[1:] < o[:-1]).any())):
+                raise bad(f"{offsets} do not cut the {len(state[data])} bytes of {data} into {n} pieces")
+        for name in ("actions", "done_actions"):
+            if n_actions is not None and state[name].numel() and int(state[name].max()) >= n_actions:
+                raise bad(f"{name} hold the action {int(state[name].max())}; the game has {n_actions} actions")
+
+    def load_state_dict(self, state: dict[str, Any], where: str = "the checkpoint", n_actions: int | None = None) -> None:
+        self.check_state(state, where, n_actions)
         self.__init__(tuple(state["fields"]))
         keys = state["keys"].numpy()
         n = len(state["score"])

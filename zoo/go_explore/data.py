@@ -36,7 +36,7 @@ import numpy as np
 
 from zoo.errors import UserError
 from zoo.go_explore.objective import area_resize
-from zoo.rl import make_env
+from zoo.rl import gym_make, make_env
 
 # RAM addresses (the official code reads the same quantities from the screen; see docs/go_explore.md)
 KEY_BITS = 0x2 | 0x4 | 0x8  # Montezuma's inventory bits that are keys (the official KEY_BITS)
@@ -131,8 +131,8 @@ class AtariGame(Game):
         gym.register_envs(ale_py)
         kwargs = {k: v for k, v in kwargs.items() if k not in ("frameskip", "repeat_action_probability")}
         try:  # Go-Explore drives the emulator frame by frame itself
-            self.ale_env = gym.make(env_id, frameskip=1, repeat_action_probability=0.0, obs_type="grayscale",
-                                    **kwargs).unwrapped
+            self.ale_env = gym_make(env_id, kwargs, frameskip=1, repeat_action_probability=0.0,
+                                    obs_type="grayscale").unwrapped
         except gym.error.Error as e:
             raise UserError(f"--model.env {env_id}: unknown to ale-py ({e})") from None
         self.ale_env.reset(seed=0)
@@ -203,7 +203,7 @@ class MiniGridGame(Game):
         super().__init__(sticky)
         import minigrid  # noqa: F401  (registers the MiniGrid ids)
         try:
-            self.env = gym.make(env_id, **kwargs).unwrapped
+            self.env = gym_make(env_id, kwargs).unwrapped
         except gym.error.Error as e:
             raise UserError(f"--model.env {env_id}: unknown to minigrid ({e})") from None
         self.env.reset(seed=env_seed)
@@ -366,6 +366,6 @@ def make_game(env: str, env_kwargs: dict[str, Any] | None = None, env_seed: int 
         return MiniGridGame(env, env_seed=env_seed, sticky=sticky, **kwargs)
     try:
         made = make_env(env, **kwargs)
-    except ValueError as e:
-        raise UserError(f"--model.env {env}: {e}") from None
+    except ValueError as e:  # a message that names its flag already is kept as it is
+        raise UserError(str(e) if str(e).startswith("--model.") else f"--model.env {env}: {e}") from None
     return ProtocolGame(made, env, env_seed=env_seed, sticky=sticky)

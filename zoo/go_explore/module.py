@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zoo.errors import UserError
+from zoo.errors import CheckpointError, UserError
 from zoo.go_explore.archive import Archive, CellFunction, Downscaling, explore
 from zoo.go_explore.data import Game, make_game
 from zoo.go_explore.nets import actor_critic
@@ -616,9 +616,13 @@ class GoExplore(ZooModule):
         state = checkpoint.get("go_explore")
         if state is None:
             return
+        where = str(self._trainer.ckpt_path) if self._trainer is not None and self._trainer.ckpt_path else "the checkpoint"
+        for name in ("best_actions", "demo_actions"):
+            if state[name] is not None:
+                self.check_trajectory(state[name], f"{where}: {name}")
         if state["archive"] is not None:
             self.archive = Archive()
-            self.archive.load_state_dict(state["archive"])
+            self.archive.load_state_dict(state["archive"], where, self.game.n_actions)
         self.downscaling.load_state_dict(state["downscaling"])
         self.cell_of.params = self.downscaling.params
         self.frames, self.robust_steps = int(state["frames"]), int(state["robust_steps"])
@@ -647,5 +651,21 @@ class GoExplore(ZooModule):
         model = super().load_release(directory, init_args)
         path = Path(directory) / TRAJECTORY
         if path.is_file():
-            model.best_actions = hub.read_weights(path)["actions"].numpy().copy()
+            state = hub.read_weights(path)
+            if "actions" not in state:
+                raise CheckpointError(f"{path}: no 'actions' tensor (it holds {sorted(state)}); a Go-Explore "
+                                      "trajectory file holds the best trajectory's actions")
+            model.best_actions = model.check_trajectory(state["actions"], str(path)).numpy().astype(np.uint8)
         return model
+
+    def check_trajectory(self, actions: Tensor, where: str) -> Tensor:
+        """A trajectory read from a file: a 1-D tensor of integer action ids below the game's action count."""
+        if actions.dim() != 1 or actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool:
+            raise CheckpointError(f"{where}: a trajectory is a 1-D tensor of integer action ids, got {actions.dtype} "
+                                  f"of shape {tuple(actions.shape)}")
+        if actions.numel() and not 0 <= int(actions.min()) <= int(actions.max()) < self.game.n_actions:
+            bad = int(actions.max()) if int(actions.max()) >= self.game.n_actions else int(actions.min())
+            raise CheckpointError(f"{where}: the trajectory holds the action id {bad}, but --model.env "
+                                  f"{self.hparams.env} has {self.game.n_actions} actions (ids 0 to "
+                                  f"{self.game.n_actions - 1})")
+        return actions

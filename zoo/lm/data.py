@@ -45,15 +45,30 @@ def embedded_corpus() -> str:
     return "\n\n".join(topics[k].strip() for k in sorted(topics)) + "\n"
 
 
-def read_text(path: Path, flag: str = "--data.path") -> str:
-    """A UTF-8 file's text; a clear error naming the file for anything else."""
-    data = path.read_bytes()
+CONVERT = "convert it first, e.g. iconv -f latin1 -t utf-8"
+
+
+def decode(data: bytes, path: Path, flag: str = "--data.path", encoding: str = "utf-8", hint: str = CONVERT) -> str:
+    """The text of a file's bytes; bytes that are not ``encoding`` text are an error naming the file and the line."""
     try:
-        text = data.decode("utf-8")
+        return data.decode(encoding)
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise UserError(f"{flag} {path}: not UTF-8 text (line {line}, byte {e.start}: {e.reason}); "
-                         "convert it first, e.g. iconv -f latin1 -t utf-8") from None
+        name = "UTF-8" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+        raise UserError(f"{flag} {path}: not {name} text (line {line}, byte {e.start}: {e.reason}); {hint}") from None
+
+
+def read_lines(path: Path, flag: str = "--data.path", encoding: str = "utf-8", hint: str = CONVERT) -> list[str]:
+    """The lines of a text file (JSON lines, one prompt a line, ...), split where ``open`` splits them (at
+    \\n, \\r\\n or \\r), so that an error's line number is the one an editor shows; not ``encoding`` text is
+    an error naming the file and the line."""
+    text = decode(Path(path).read_bytes(), path, flag, encoding, hint)
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def read_text(path: Path, flag: str = "--data.path") -> str:
+    """A UTF-8 file's text; a clear error naming the file for anything else."""
+    text = decode(path.read_bytes(), path, flag)
     if not text.strip():
         raise UserError(f"{flag} {path}: the file is empty; a corpus needs text")
     return text

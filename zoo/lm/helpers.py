@@ -79,6 +79,8 @@ def load_gguf(path: str, flag: str = "--model.base") -> tuple[nn.Module, Any]:
     """A GGUF file as an HF causal LM, dequantised to float32 by transformers (needs the ``gguf`` package).
     Dequantising takes tens of seconds, so the last file read is kept: a process that builds several
     models on it (a few-shot grid) pays once, and each caller gets its own copy of the weights."""
+    import struct
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if importlib.util.find_spec("gguf") is None:
@@ -87,8 +89,13 @@ def load_gguf(path: str, flag: str = "--model.base") -> tuple[nn.Module, Any]:
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{flag} {path}: cannot load a causal LM from the GGUF file ({str(e)[:300]})") from None
+    except (struct.error, EOFError) as e:  # the parser read past the end: a cut download, a truncated copy
+        kind = "struct.error" if isinstance(e, struct.error) else type(e).__name__
+        raise UserError(f"{flag} {path}: the GGUF file ends early or is corrupted ({kind}: "
+                        f"{' '.join(str(e).split())[:300]}); download or copy it again") from None
+    except (OSError, ValueError, IndexError, KeyError) as e:
+        raise UserError(f"{flag} {path}: cannot load a causal LM from the GGUF file ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:300]})") from None
     return model, tokenizer
 
 

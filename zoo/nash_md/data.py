@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from zoo.errors import UserError
+from zoo.lm.data import read_lines
 from zoo.preference.data import RowBatches, keyword_judge, rank_and_world, sentence_starts
 
 GAMES = ("rps", "rps_like", "random")
@@ -71,20 +72,19 @@ def read_prompts(path: str) -> tuple[list[str], list[str]]:
         raise UserError(f"--data.path {path}: no such file; give a JSON-lines file with a prompt field per line "
                         "or a text file with one prompt per line")
     prompts = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if p.suffix in (".jsonl", ".json"):
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{p}:{n}: not valid JSON ({e.msg})") from None
-                if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
-                    raise UserError(f"{p}:{n}: missing field 'prompt' (a string); each line needs one")
-                prompts.append(obj["prompt"])
-            else:
-                prompts.append(line.rstrip("\n"))
+    for n, line in enumerate(read_lines(p), 1):
+        if not line.strip():
+            continue
+        if p.suffix in (".jsonl", ".json"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{p}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
+                raise UserError(f"{p}:{n}: missing field 'prompt' (a string); each line needs one")
+            prompts.append(obj["prompt"])
+        else:
+            prompts.append(line)
     if len(prompts) < 2:
         raise UserError(f"--data.path {p}: {len(prompts)} prompt(s); at least two are needed (train and eval)")
     n_eval = max(1, len(prompts) // 10)

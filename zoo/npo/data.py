@@ -27,6 +27,7 @@ import lightning as L
 import torch
 
 from zoo.errors import UserError
+from zoo.lm.data import read_lines
 from zoo.lm.helpers import prompt_response_batch
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
@@ -149,7 +150,7 @@ def read_jsonl(path: Path, perturbed: bool = False) -> list[dict[str, Any]]:
         raise UserError(f"--data.path: {path} is missing; a TOFU folder holds full.json, forgetXX.json, retainYY.json "
                         "and the *_perturbed.json files for evaluation")
     records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         try:

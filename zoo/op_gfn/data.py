@@ -180,6 +180,11 @@ BUILTIN = {"hypergrid", "moo_grid"}
 def make_env(env: str, ndim: int, height: int, R0: float, R1: float, R2: float,
              objectives: tuple[str, ...], env_kwargs: dict[str, Any] | None) -> Environment:
     """The environment named by ``--model.env``: a built-in name or ``package.module:Class``."""
+    if env in BUILTIN and env_kwargs:  # the built-in environments take their settings as flags of their own
+        flags = "--model.ndim, --model.height, --model.R0, --model.R1, --model.R2" if env == "hypergrid" else \
+            "--model.height, --model.objectives"
+        raise UserError(f"--model.env_kwargs: {env} takes no keyword {next(iter(env_kwargs))!r}; its settings are "
+                        f"the flags {flags}")
     if env == "hypergrid":
         return HyperGrid(ndim, height, R0, R1, R2)
     if env == "moo_grid":
@@ -200,7 +205,15 @@ def make_env(env: str, ndim: int, height: int, R0: float, R1: float, R2: float,
         cls = getattr(module, class_name)
     except (ImportError, AttributeError, OSError) as e:
         raise UserError(f"--model.env: cannot import {env!r} ({e})") from e
-    instance = cls(**(env_kwargs or {}))
+    try:
+        instance = cls(**(env_kwargs or {}))
+    except TypeError as e:
+        from zoo.rl import unknown_keyword  # gymnasium is imported only here: a GFlowNet needs none
+
+        error = unknown_keyword(e, env, env_kwargs or {}, cls)
+        if error is None:
+            raise
+        raise error from None
     missing = [m for m in ("state_dim", "n_actions", "obs_dim", "max_length", "n_objectives", "initial", "encode",
                            "forward_mask", "backward_mask", "step", "objectives") if not hasattr(instance, m)]
     if missing:

@@ -30,6 +30,7 @@ import lightning as L
 import torch
 
 from zoo.errors import UserError
+from zoo.lm.data import read_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "data" / "preference" / "keyword_pairs.jsonl"
@@ -84,15 +85,14 @@ def read_pairs(path: str | Path, flag: str = "--data.path") -> list[dict[str, st
     if not path.is_file():
         raise UserError(f"{flag} {path}: no such file; give a JSON-lines file of prompt/chosen/rejected objects")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-            rows.append(check_row(obj, f"{path}:{n}"))
+    for n, line in enumerate(read_lines(path, flag), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+        rows.append(check_row(obj, f"{path}:{n}"))
     if not rows:
         raise UserError(f"{flag} {path}: the file holds no preference pairs")
     return rows
