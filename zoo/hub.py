@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,13 @@ def verify(directory: str | Path, manifest_sha256: str | None = None) -> None:
     files = read_manifest(directory)
     for name, expected in files.items():
         f = directory / name
-        if Path(name).name != name or not f.is_file():
+        if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise CheckpointError(f"{directory / MANIFEST}: lists {name!r}, which is not a file inside the release "
+                                  "(a release lists the names of its own files, with no folder): refusing it")
+        if f.is_symlink():
+            raise CheckpointError(f"{f}: a link (to {os.readlink(f)}); a release holds its own files, so that what "
+                                  "was verified is what loads: refusing it (copy the file into the folder)")
+        if not f.is_file():
             raise CheckpointError(f"{f}: missing; the manifest lists it with sha256 {expected[:12]}…")
         got = sha256(f)
         if got != expected:
