@@ -98,6 +98,8 @@ class CPT(ZooModule):
         self.templates.check()
         try:
             self.model, self.tokenizer = load_causal_lm(base)
+        except UserError:  # a CheckpointError (a tampered release) stays one
+            raise
         except ValueError as e:
             raise UserError(str(e)) from None
         if self.tokenizer is None:
