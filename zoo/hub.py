@@ -12,7 +12,9 @@ A release is a directory ``checkpoints/<id>/`` (or anywhere else) holding
 sha256 of its manifest. ``load`` checks the manifest, and every file against it, wherever the folder
 lies, before it reads a byte: a file changed, added or missing is refused, naming it. It reads only
 safetensors, YAML and JSON, and Lightning checkpoints through ``torch.load(weights_only=True)``; it
-imports no class outside the zoo and no code that a file names (zoo/trust.py).
+imports no class outside the zoo and no code that a file names (zoo/trust.py), and a model that a file
+names (a base, a judge) loads offline only, at the commit hparams.yaml records under ``revisions``
+(zoo/offline.py).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from typing import Any
 import torch
 import yaml
 
+from zoo import offline
 from zoo.errors import CheckpointError
 from zoo.trust import check_code
 
@@ -270,9 +273,11 @@ def load(id_or_path: str | Path, map_location: str | torch.device = "cpu", trust
     check_code(cls, init_args, source, trust_code)
     init_args.pop("init_from", None)
     if source.suffix != ".ckpt":
-        return cls.load_release(source.parent, init_args).to(map_location).eval()
+        with offline.from_file(cls, init_args, source):  # models the file names load offline only
+            return cls.load_release(source.parent, init_args).to(map_location).eval()
     ckpt = read_checkpoint(source)
-    model = cls(**init_args)
+    with offline.from_file(cls, init_args, source, ckpt.get("zoo_revisions") or {}):
+        model = cls(**init_args)
     load_state(model, ckpt["state_dict"], source)
     if "zoo_tokenizer" in ckpt and hasattr(model, "tokenizer"):
         from zoo.lm.tokenizer import tokenizer_from_files
@@ -294,8 +299,11 @@ def load_weights(module: torch.nn.Module, id_or_path: str | Path, trust_code: bo
     differing = hparams_diff(init_args, own)
     if source.suffix == ".ckpt":
         state = read_checkpoint(source)["state_dict"]
-    else:
-        state = cls.load_release(source.parent, {**init_args, **{k: own[k] for k in own if k not in init_args}}).state_dict()
+    else:  # the module's own names keep the marks they were built under; the file's new ones load offline
+        args = {**init_args, **{k: own[k] for k in own if k not in init_args}}
+        with offline.marking(getattr(module, "_names_from_files", {})), \
+                offline.from_file(cls, init_args, source, given=own):
+            state = cls.load_release(source.parent, args).state_dict()
     load_state(module, state, id_or_path, differing)
 
 
@@ -305,7 +313,10 @@ def hparams_of(module: torch.nn.Module) -> dict[str, Any]:
     init_args = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_") and k != "init_from"}
     init_args = json.loads(json.dumps(init_args))  # plain YAML types: tuples become lists
     cls = type(module)
-    return {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": init_args}
+    spec = {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": init_args}
+    if offline.revisions(module):  # the hub commits its named models came from (zoo/offline.py)
+        spec["revisions"] = offline.revisions(module)
+    return spec
 
 
 def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:

@@ -126,3 +126,186 @@ def test_a_base_or_backbone_with_missing_weights_is_refused(method, tmp_path):
     save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(UserError, match=r"the folder lacks weights .*h\.1\.ln_1\.weight.*initialised at random"):
         BUILDERS[method](folder)
+
+
+# -- a name of a model that comes from a file never reaches the network ------------------------------------
+
+class FakeHub:
+    """A Hugging Face hub on 127.0.0.1 that answers 404 and records every request (HF_ENDPOINT points at it)."""
+
+    def __init__(self) -> None:
+        requests = self.requests = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self) -> None:
+                requests.append(f"{self.command} {self.path}")
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_HEAD = do_POST = answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def asked_for(self, name: str) -> list[str]:
+        return [r for r in self.requests if name in r]
+
+
+@pytest.fixture
+def fake_hub():
+    hub_ = FakeHub()
+    yield hub_
+    hub_.server.shutdown()
+
+
+def run_python(code: str, tmp_path: Path, fake_hub: FakeHub | None = None, **env: str) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter (the hub's address is read at import) with an empty HF cache of its own."""
+    import os
+
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf-home"),
+               "HF_HUB_DISABLE_TELEMETRY": "1", "TRANSFORMERS_VERBOSITY": "error", **env}
+    environ.pop("HF_HUB_OFFLINE", None) if "HF_HUB_OFFLINE" not in env else None
+    if fake_hub is not None:
+        environ["HF_ENDPOINT"] = fake_hub.url
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environ, capture_output=True, text=True,
+                          timeout=300)
+
+
+def release_naming(src: Path, folder: Path, revisions: dict | None = None, **init_args: str) -> Path:
+    """A copy of the release ``src`` whose hparams.yaml names other models (re-manifested, as its author could)."""
+    shutil.copytree(src, folder)
+    spec = yaml.safe_load((folder / "hparams.yaml").read_text())
+    spec["init_args"].update(init_args)
+    if revisions is not None:
+        spec["revisions"] = revisions
+    (folder / "hparams.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    files = {f.name: hub.sha256(f) for f in sorted(folder.iterdir()) if f.is_file() and not hub.is_document(f.name)}
+    (folder / "manifest.json").write_text(json.dumps({"files": files}))
+    return folder
+
+
+def offline_error(text: str, flag: str, name: str) -> str:
+    line = next((l for l in text.splitlines() if f"{flag} {name}: this name comes from" in l), "")
+    assert "is not available offline" in line and f"type the name yourself ({flag} {name} on the command line" in line, text
+    return line
+
+
+def test_zoo_load_of_a_release_naming_a_hub_base_never_asks_the_hub(tmp_path, fake_hub):
+    """zoo.load reads the name from hparams.yaml: not one request for it; the same name typed in Python is
+    fetched (the control that shows the fake hub is the one asked)."""
+    rel = release_naming(hub.CHECKPOINTS / "cpt-tiny-sst2", tmp_path / "cpt-release", base="attacker/base")
+    out = run_python(f"""
+import urllib.request, zoo
+from zoo.errors import UserError
+try:
+    zoo.load({str(rel)!r})
+except UserError as e:
+    print(e)
+try:
+    urllib.request.urlopen({fake_hub.url!r} + "/typed-from-here")
+except Exception:
+    pass
+from zoo.cpt import CPT
+try:
+    CPT(base="attacker/base")
+except UserError as e:
+    print("typed:", str(e)[:80])
+""", tmp_path, fake_hub)
+    offline_error(out.stdout, "--model.base", "attacker/base")
+    marker = fake_hub.requests.index("GET /typed-from-here")
+    assert not [r for r in fake_hub.requests[:marker] if "attacker" in r], fake_hub.requests
+    assert [r for r in fake_hub.requests[marker:] if "attacker/base" in r], "the typed name should reach the hub"
+
+
+def test_a_checkpoint_naming_a_hub_judge_never_asks_the_hub(tmp_path, fake_hub):
+    """The judge loads when the model is set up, after zoo.load returned: it keeps the checkpoint's mark."""
+    out = run_python(f"""
+import torch, zoo
+from zoo.errors import UserError
+from zoo.nash_md import NashMD
+m = NashMD(preference_model="attacker/judge", max_new_tokens=4)
+torch.save({{"state_dict": m.state_dict(), "zoo_class_path": "zoo.nash_md.module.NashMD",
+            "hyper_parameters": dict(m.hparams)}}, "run.ckpt")
+loaded = zoo.load("run.ckpt")
+loaded._trainer = None
+try:
+    loaded.setup("validate")
+except UserError as e:
+    print(e)
+""", tmp_path, fake_hub)
+    line = offline_error(out.stdout, "--model.preference_model", "attacker/judge")
+    assert "run.ckpt" in line
+    assert not fake_hub.asked_for("attacker"), fake_hub.requests
+
+
+def test_init_from_a_release_naming_a_hub_judge_is_one_line_and_never_asks_the_hub(tmp_path, fake_hub):
+    rel = release_naming(hub.CHECKPOINTS / "nash-md-tiny", tmp_path / "nash-release", preference_model="attacker/judge")
+    out = run_python(f"""
+from zoo.cli import load_recipe
+load_recipe("nash_md").main(["fit", "--model.init_from", {str(rel)!r}, "--trainer.max_steps", "1",
+                             "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", "logs"])
+""", tmp_path, fake_hub)
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1, out.stderr[-2000:]
+    offline_error(errors[0], "--model.preference_model", "attacker/judge")
+    assert not fake_hub.asked_for("attacker"), fake_hub.requests
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """A local HF cache holding the repository someone/tiny (tiny-lm's files) at the commit COMMIT."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-home" / "hub"
+    repo = cache / "models--someone--tiny"
+    (repo / "snapshots" / COMMIT).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    for f in (*HF_FILES, "generation_config.json"):
+        shutil.copy(TINY_LM / f, repo / "snapshots" / COMMIT / f)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_a_name_from_a_file_loads_from_the_cache_at_the_revision_it_records(tmp_path, hf_cache):
+    rel = release_naming(hub.CHECKPOINTS / "cpt-tiny-sst2", tmp_path / "pinned", {"base": COMMIT}, base="someone/tiny")
+    model = zoo.load(rel)
+    reference = zoo.load("cpt-tiny-sst2")  # the same weights under the zoo's own id
+    ids = torch.arange(3, 11)[None]
+    torch.testing.assert_close(model.model.get_base_model()(ids).logits, reference.model.get_base_model()(ids).logits)
+    other = "f" * 40
+    moved = release_naming(hub.CHECKPOINTS / "cpt-tiny-sst2", tmp_path / "moved", {"base": other}, base="someone/tiny")
+    with pytest.raises(UserError, match=f"someone/tiny at revision {other} is not available offline"):
+        zoo.load(moved)
+
+
+def test_a_release_records_the_commit_its_hub_base_came_from(tmp_path, hf_cache):
+    """A name typed in Python loads from the hub (here its cache, offline) and the release and the checkpoint
+    made from the model record the commit; loaded back, the name is pinned to it."""
+    out = run_python(f"""
+import yaml
+from zoo import hub
+from zoo.cpt import CPT
+model = CPT(base="someone/tiny", input_template="{{}}", output_template="#{{}}", intra_separator=" ")
+ckpt = {{}}
+model.on_save_checkpoint(ckpt)
+print("checkpoint", ckpt.get("zoo_revisions"))
+hub.save(model, "release")
+print("release", yaml.safe_load(open("release/hparams.yaml"))["revisions"])
+""", tmp_path, HF_HUB_OFFLINE="1")
+    assert f"checkpoint {{'base': '{COMMIT}'}}" in out.stdout, out.stderr[-2000:]
+    assert f"release {{'base': '{COMMIT}'}}" in out.stdout, out.stderr[-2000:]
+    assert not zoo.load(tmp_path / "release").training  # offline, from the cache, at that commit
+
+
+def test_only_flags_typed_on_the_command_line_count_as_typed():
+    from zoo import offline
+
+    assert offline.typed_keys(["fit", "--config", "x.yaml", "--model.base", "a/b", "--model.init_args.backbone=c",
+                               "--trainer.max_steps", "1"]) == {"base", "backbone"}

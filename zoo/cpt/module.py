@@ -38,6 +38,7 @@ class CPT(ZooModule):
     """Few-shot classification with a causal LM: CPT, or ICL, prompt tuning, LoRA, full fine-tuning."""
 
     curve_metrics = ("val/acc", "train/loss")
+    model_hparams = ("base",)  # names of models to load: offline only where read from a file
 
     def __init__(
         self,
