@@ -66,6 +66,18 @@ def test_a_base_release_folder_with_a_flipped_weight_byte_is_refused(method, tmp
         BUILDERS[method](copy)
 
 
+def test_a_recipe_given_a_tampered_base_folder_stops_with_one_line(tmp_path, recipe, capsys):
+    copy = tmp_path / "tiny-lm-copy"
+    shutil.copytree(TINY_LM, copy)
+    flip_a_weight_byte(copy)
+    with pytest.raises(SystemExit) as exit_:
+        recipe("npo").main(["fit", "--model.base", str(copy), "--trainer.max_steps", "1",
+                            "--trainer.default_root_dir", str(tmp_path / "logs")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "tiny-lm-copy/model.safetensors: sha256 is" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("src", [PREF_TINY, TINY_LM], ids=["pref-tiny", "tiny-lm"])
 def test_a_judge_release_folder_with_a_flipped_weight_byte_is_refused(src, tmp_path):
     copy = tmp_path / "judge-copy"
@@ -254,6 +266,24 @@ load_recipe("nash_md").main(["fit", "--model.init_from", {str(rel)!r}, "--traine
     errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1, out.stderr[-2000:]
     offline_error(errors[0], "--model.preference_model", "attacker/judge")
+    assert not fake_hub.asked_for("attacker"), fake_hub.requests
+
+
+def test_resuming_a_checkpoint_naming_a_hub_base_never_asks_the_hub(tmp_path, fake_hub):
+    out = run_python(f"""
+import torch
+from zoo.cli import load_recipe
+from zoo.npo import NPO
+m = NPO(base="tiny-lm")
+torch.save({{"state_dict": m.state_dict(), "zoo_class_path": "zoo.npo.module.NPO",
+            "hyper_parameters": {{**dict(m.hparams), "base": "attacker/base"}}}}, "run.ckpt")
+load_recipe("npo").main(["fit", "--ckpt_path", "run.ckpt", "--trainer.max_steps", "1",
+                         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", "logs"])
+""", tmp_path, fake_hub)
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1, out.stderr[-2000:]
+    assert "run.ckpt" in offline_error(errors[0], "--model.base", "attacker/base")
     assert not fake_hub.asked_for("attacker"), fake_hub.requests
 
 
