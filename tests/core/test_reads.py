@@ -5,6 +5,7 @@ manifest is gone, or a folder whose weights do not cover the model (a head that 
 refused; a name of a model that comes from a file (a release's hparams.yaml, a checkpoint) loads only from
 this machine, at the revision the file records (zoo/offline.py)."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -177,11 +178,9 @@ def fake_hub():
 
 def run_python(code: str, tmp_path: Path, fake_hub: FakeHub | None = None, **env: str) -> subprocess.CompletedProcess:
     """``code`` in a fresh interpreter (the hub's address is read at import) with an empty HF cache of its own."""
-    import os
-
-    environ = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf-home"),
-               "HF_HUB_DISABLE_TELEMETRY": "1", "TRANSFORMERS_VERBOSITY": "error", **env}
-    environ.pop("HF_HUB_OFFLINE", None) if "HF_HUB_OFFLINE" not in env else None
+    environ = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    environ.update({"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf-home"),
+                    "HF_HUB_DISABLE_TELEMETRY": "1", "TRANSFORMERS_VERBOSITY": "error", **env})
     if fake_hub is not None:
         environ["HF_ENDPOINT"] = fake_hub.url
     return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environ, capture_output=True, text=True,
