@@ -25,6 +25,7 @@ What it adds to LightningCLI:
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import logging
@@ -42,7 +43,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
-from zoo import hub
+from zoo import hub, offline
 from zoo.curves import LearningCurve
 from zoo.errors import UserError
 from zoo.runs import (
@@ -164,6 +165,7 @@ class ZooCLI(LightningCLI):
         self._inserted_default = False
         if args is None or isinstance(args, list):
             given = list(sys.argv[1:] if args is None else args)
+            self._typed = offline.typed_keys(given)  # model names typed here may be downloaded (zoo/offline.py)
             args = with_default_config(given, CONFIGS / self.method / "default.yaml")
             self._inserted_default = args != given
         kwargs.setdefault("parser_class", ZooArgumentParser)
@@ -236,6 +238,7 @@ class ZooCLI(LightningCLI):
             raise UserError(f"{source}: {kind} of {method_of(cls)} ({cls.__module__}.{cls.__name__}), but this "
                             f"recipe trains {self.method} ({self.model_class.__module__}.{self.model_class.__name__})")
         check_code(cls, hparams, source, bool(config.get("trust_code")), given=given)
+        self._from_file = (cls, dict(hparams), source, (ckpt.get("zoo_revisions") or {}) if path is not None else None)
         if self.subclass_mode_model:
             settable = set(inspect.signature(cls.__init__).parameters) - {"self", "init_from"}
             init_args = {k: v for k, v in hparams.items() if k in settable}
@@ -271,9 +274,19 @@ class ZooCLI(LightningCLI):
         if config.get("torch_threads"):
             torch.set_num_threads(config["torch_threads"])
         try:
-            super().instantiate_classes()
+            with self._names_from_file():
+                super().instantiate_classes()
         except ValueError as e:
             self._parser(self.subcommand).error(str(model_error(e)))
+
+    def _names_from_file(self):
+        """Names of models that the checkpoint or release a run starts from gives, and that were not typed on the
+        command line, load offline only, at the revision the file records (zoo/offline.py)."""
+        if getattr(self, "_from_file", None) is None:
+            return contextlib.nullcontext()
+        cls, hparams, source, revisions = self._from_file
+        typed = getattr(self, "_typed", set())
+        return offline.from_file(cls, hparams, source, revisions, given={k: hparams[k] for k in typed if k in hparams})
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})

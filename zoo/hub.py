@@ -12,7 +12,9 @@ A release is a directory ``checkpoints/<id>/`` (or anywhere else) holding
 sha256 of its manifest. ``load`` checks the manifest, and every file against it, wherever the folder
 lies, before it reads a byte: a file changed, added or missing is refused, naming it. It reads only
 safetensors, YAML and JSON, and Lightning checkpoints through ``torch.load(weights_only=True)``; it
-imports no class outside the zoo and no code that a file names (zoo/trust.py).
+imports no class outside the zoo and no code that a file names (zoo/trust.py), and a model that a file
+names (a base, a judge) loads offline only, at the commit hparams.yaml records under ``revisions``
+(zoo/offline.py).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 import yaml
 
+from zoo import offline
 from zoo.errors import CheckpointError
 from zoo.trust import check_code
 
@@ -112,7 +115,13 @@ def verify(directory: str | Path, manifest_sha256: str | None = None) -> None:
     files = read_manifest(directory)
     for name, expected in files.items():
         f = directory / name
-        if Path(name).name != name or not f.is_file():
+        if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise CheckpointError(f"{directory / MANIFEST}: lists {name!r}, which is not a file inside the release "
+                                  "(a release lists the names of its own files, with no folder): refusing it")
+        if f.is_symlink():
+            raise CheckpointError(f"{f}: a link (to {os.readlink(f)}); a release holds its own files, so that what "
+                                  "was verified is what loads: refusing it (copy the file into the folder)")
+        if not f.is_file():
             raise CheckpointError(f"{f}: missing; the manifest lists it with sha256 {expected[:12]}…")
         got = sha256(f)
         if got != expected:
@@ -266,9 +275,11 @@ def load(id_or_path: str | Path, map_location: str | torch.device = "cpu", trust
     check_code(cls, init_args, source, trust_code)
     init_args.pop("init_from", None)
     if source.suffix != ".ckpt":
-        return cls.load_release(source.parent, init_args).to(map_location).eval()
+        with offline.from_file(cls, init_args, source):  # models the file names load offline only
+            return cls.load_release(source.parent, init_args).to(map_location).eval()
     ckpt = read_checkpoint(source)
-    model = cls(**init_args)
+    with offline.from_file(cls, init_args, source, ckpt.get("zoo_revisions") or {}):
+        model = cls(**init_args)
     load_state(model, ckpt["state_dict"], source)
     if "zoo_tokenizer" in ckpt and hasattr(model, "tokenizer"):
         from zoo.lm.tokenizer import tokenizer_from_files
@@ -290,8 +301,11 @@ def load_weights(module: torch.nn.Module, id_or_path: str | Path, trust_code: bo
     differing = hparams_diff(init_args, own)
     if source.suffix == ".ckpt":
         state = read_checkpoint(source)["state_dict"]
-    else:
-        state = cls.load_release(source.parent, {**init_args, **{k: own[k] for k in own if k not in init_args}}).state_dict()
+    else:  # the module's own names keep the marks they were built under; the file's new ones load offline
+        args = {**init_args, **{k: own[k] for k in own if k not in init_args}}
+        with offline.marking(getattr(module, "_names_from_files", {})), \
+                offline.from_file(cls, init_args, source, given=own):
+            state = cls.load_release(source.parent, args).state_dict()
     load_state(module, state, id_or_path, differing)
 
 
@@ -301,7 +315,10 @@ def hparams_of(module: torch.nn.Module) -> dict[str, Any]:
     init_args = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_") and k != "init_from"}
     init_args = json.loads(json.dumps(init_args))  # plain YAML types: tuples become lists
     cls = type(module)
-    return {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": init_args}
+    spec = {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": init_args}
+    if offline.revisions(module):  # the hub commits its named models came from (zoo/offline.py)
+        spec["revisions"] = offline.revisions(module)
+    return spec
 
 
 def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:

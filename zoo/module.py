@@ -23,6 +23,11 @@ What a method declares or overrides (all optional; the defaults are right for mo
 - ``code_hparams``: hyperparameters that name code to import (an environment's ``module:Class``).
   Building the model from a file (a release, a checkpoint) imports such code only where it is the
   zoo's own, unless the user passes it on the command line or says ``trust_code`` (zoo/trust.py).
+- ``model_hparams``: hyperparameters that name a model to load (a base, a judge, a backbone). Such a name
+  read from a file (a release, a checkpoint) loads offline only, at the revision the file records; the
+  hub is reached only for a name the user typed (zoo/offline.py). The module keeps the marks in force
+  when it was built (``_names_from_files``) for what it loads later, and its checkpoints record the
+  revisions of the hub names it was built from (``zoo_revisions``).
 - ``scales_fp16_gradients``: False where the method steps its optimisers by hand, outside Lightning's
   precision plugin, so that 16-mixed's gradient scaler would be bypassed; such a method refuses
   ``--trainer.precision 16-mixed`` (bf16-mixed needs no scaler and is fine).
@@ -39,6 +44,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from zoo import offline
 from zoo.errors import CheckpointError, UserError
 
 
@@ -47,6 +53,8 @@ class ZooModule(L.LightningModule):
     curve_metrics: tuple[str, ...] = ()
     #: hyperparameters naming code to import; checked before a model is built from a file
     code_hparams: tuple[str, ...] = ()
+    #: hyperparameters naming a model to load; offline only where the name comes from a file (zoo/offline.py)
+    model_hparams: tuple[str, ...] = ()
     #: whether every optimiser step goes through Lightning's precision plugin (16-mixed's gradient scaler)
     scales_fp16_gradients: bool = True
 
@@ -57,6 +65,7 @@ class ZooModule(L.LightningModule):
         self._initialised_from: str | None = None
         self._stored_schedule_steps: int | None = None
         self._schedule_steps: int | None = None
+        self._names_from_files = offline.marked()  # for the models the method loads after it is built
 
     # -- starting a run ----------------------------------------------------------------------
 
@@ -147,6 +156,8 @@ class ZooModule(L.LightningModule):
             checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state()
         if self._schedule_steps is not None:
             checkpoint["zoo_schedule_steps"] = self._schedule_steps
+        if offline.revisions(self):
+            checkpoint["zoo_revisions"] = offline.revisions(self)
         tokenizer = getattr(self, "tokenizer", None)
         if tokenizer is not None:
             from zoo.lm.tokenizer import tokenizer_files

@@ -1,5 +1,6 @@
 """The hub: registry, self-verifying release folders, safe loading, clear refusals."""
 import json
+import re
 import shutil
 
 import pytest
@@ -218,3 +219,23 @@ def test_tiny_lm_config_and_tokenizer_are_verified(tmp_path):
     (tok / "tokenizer.json").write_text(json.dumps(data))
     with pytest.raises(hub.CheckpointError, match=r"tokenizer\.json: sha256"):
         zoo.load(tok)
+
+
+def test_a_link_in_a_release_is_refused_even_to_a_file_with_the_right_sum(release, tmp_path):
+    """A symlink makes the release read a file outside its folder; its sum matching proves nothing later."""
+    _, directory = release
+    outside = tmp_path / "outside.safetensors"
+    (directory / "model.safetensors").rename(outside)
+    (directory / "model.safetensors").symlink_to(outside)
+    with pytest.raises(hub.CheckpointError, match=r"model\.safetensors: a link .*; a release holds its own files"):
+        zoo.load("op-gfn-test")
+
+
+@pytest.mark.parametrize("name", ["../registry.json", "/etc/passwd", "..", "sub/model.safetensors"])
+def test_a_manifest_entry_outside_the_release_is_refused_as_such(release, name):
+    _, directory = release
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["files"][name] = "0" * 64
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(hub.CheckpointError, match=re.escape(f"manifest.json: lists {name!r}, which is not a file inside the release")):
+        hub.verify(directory)

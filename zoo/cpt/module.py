@@ -53,6 +53,7 @@ class CPT(ZooModule):
     """Few-shot classification with a causal LM: CPT, or ICL, prompt tuning, LoRA, full fine-tuning."""
 
     curve_metrics = ("val/acc", "train/loss")
+    model_hparams = ("base",)  # names of models to load: offline only where read from a file
 
     def __init__(
         self,
@@ -115,6 +116,8 @@ class CPT(ZooModule):
             check_examples(examples, label_words)
         try:
             self.model, self.tokenizer = load_causal_lm(base)
+        except UserError:  # a CheckpointError (a tampered release) stays one
+            raise
         except ValueError as e:
             raise UserError(str(e)) from None
         if self.tokenizer is None:

@@ -35,9 +35,15 @@ def packaged_gguf(name: str, flag: str = "--model.base") -> str:
 
 
 def resolve_base(base: str, flag: str = "--model.base") -> str:
-    """A zoo release id (sha256-verified), a packaged GGUF name (PACKAGED_GGUF) or a local directory or
-    .gguf file → its path; anything else is taken as a name on the HF hub and returned as is."""
-    from zoo import hub
+    """Where to load a model named by ``base`` from: a zoo release id (sha256-verified), a packaged GGUF name
+    (PACKAGED_GGUF), a .gguf file, or a local folder → its path; anything else is a name on the HF hub,
+    returned as is where the user typed it and resolved to the local HF cache where it comes from a file
+    (zoo/offline.py: such a name never reaches the network).
+
+    A folder with a manifest.json is a release and is verified like ``zoo.load``; a folder that holds a zoo
+    hparams.yaml but no manifest is a release that lost it, and is refused; a folder of the user's own
+    (``save_pretrained``: config.json, no manifest) loads."""
+    from zoo import hub, offline
 
     if base in hub.registry():
         return str(hub.release_dir(base))  # verified against its manifest
@@ -47,30 +53,54 @@ def resolve_base(base: str, flag: str = "--model.base") -> str:
     if p.is_file() and p.suffix == ".gguf":
         return str(p)
     if p.exists():
+        if (p / hub.MANIFEST).is_file():
+            return str(hub.release_dir(p))
+        if (p / hub.HPARAMS).is_file():
+            raise hub.CheckpointError(
+                f"{flag} {base}: a zoo release (it holds {hub.HPARAMS}) without its {hub.MANIFEST}, so nothing says "
+                "its files are the released ones: give the release as it was published (its id, or its folder with "
+                "the manifest), or export it again (python -m zoo export)")
         if not (p / "config.json").exists():
             raise UserError(f"{flag} {base}: the folder has no config.json; expected a directory written by "
                              "save_pretrained (an HF causal LM) or a zoo release id")
         return str(p)
+    if offline.from_a_file(base):
+        return offline.local_snapshot(base, flag)
     return base
 
 
+def check_complete(info: dict[str, Any], name: str, flag: str, what: str) -> None:
+    """Refuse a model that transformers completed with weights at random: ``info`` is from_pretrained's
+    ``output_loading_info``; a tensor missing from the files, or of another shape, is newly initialised."""
+    missing = sorted(info.get("missing_keys") or ())
+    missing += sorted(k if isinstance(k, str) else k[0] for k in info.get("mismatched_keys") or ())
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise UserError(f"{flag} {name}: the folder lacks weights of {what} ({', '.join(missing[:5])}{more}), "
+                         "which would be initialised at random; give a folder that holds the whole model")
+
+
 def load_causal_lm(base: str, flag: str = "--model.base") -> tuple[nn.Module, Any]:
-    """(model, tokenizer or None) of an HF causal LM given by zoo id, directory or hub name."""
+    """(model, tokenizer or None) of an HF causal LM given by zoo id, directory or hub name (resolve_base)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from zoo import offline
 
     where = resolve_base(base, flag)
     if where.endswith(".gguf"):
         model, tokenizer = load_gguf(where, flag)
         return copy.deepcopy(model), tokenizer
     try:
-        model = AutoModelForCausalLM.from_pretrained(where)
+        model, info = AutoModelForCausalLM.from_pretrained(where, output_loading_info=True)
     except (OSError, ValueError) as e:
         raise UserError(f"{flag} {base!r}: cannot load a causal LM from it ({str(e)[:300]}); offline, give a "
                          "local save_pretrained directory or the zoo's 'tiny-lm'") from None
+    check_complete(info, base, flag, "a causal LM")
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError):
         tokenizer = None
+    offline.loaded(base, where)
     return model, tokenizer
 
 

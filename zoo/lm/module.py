@@ -49,6 +49,7 @@ class CausalLM(ZooModule):
     """A GPT-2-architecture causal LM (or any HF causal LM) trained by next-token prediction."""
 
     curve_metrics = ("val/ppl", "train/loss")
+    model_hparams = ("base",)  # names of models to load: offline only where read from a file
 
     def __init__(
         self,

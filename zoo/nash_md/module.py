@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from zoo import offline
 from zoo.errors import UserError
 from zoo.lm.helpers import add_lora, left_pad, load_causal_lm, sample
 from zoo.lm.module import adamw_warmup_cosine
@@ -46,6 +47,7 @@ TABULAR = ("nash_md", "nash_md_vs_current", "self_play", "rlhf")
 
 
 class NashMD(ZooModule):
+    model_hparams = ("base", "preference_model")  # names of models to load: offline only where read from a file
     curve_metrics = ("val/win_rate", "val/judge_win_rate", "train/preference", "train/kl", "train/loss",
                      "tabular/exploitability/nash_md", "tabular/exploitability/self_play", "tabular/exploitability/rlhf")
 
@@ -175,7 +177,8 @@ class NashMD(ZooModule):
         if hp.preference_model is None:
             raise UserError("--model.preference_model is needed to train or evaluate a policy: a release of "
                             "recipes/preference.py (e.g. pref-tiny) or a checkpoint of it")
-        object.__setattr__(self, "judge", freeze(load_judge(hp.preference_model)))
+        with offline.marking(self._names_from_files):  # a judge named by a file stays offline
+            object.__setattr__(self, "judge", freeze(load_judge(hp.preference_model)))
         if hp.loss == "rlhf" and getattr(self.judge, "kind", "pairwise") != "bradley_terry":
             raise UserError(f"--model.loss rlhf needs a reward model, but --model.preference_model "
                             f"{hp.preference_model} is a pairwise preference model: train one with "
@@ -328,7 +331,8 @@ class NashMD(ZooModule):
 def load_judge(source: str) -> nn.Module:
     """The preference model of ``source``: a zoo release or checkpoint of recipes/preference.py, a hub name or
     folder of a sequence-classification reward model (taken as Bradley–Terry), or ``keyword-judge``, the
-    generated task's true preference."""
+    generated task's true preference. A folder is verified like a release (zoo.lm.helpers.resolve_base); a name
+    that comes from a file loads offline only (zoo/offline.py)."""
     from zoo import hub
     from zoo.preference import PreferenceModel
 

@@ -73,7 +73,8 @@ def freeze(model: nn.Module) -> nn.Module:
 
 class HubRewardModel(nn.Module):
     """A sequence-classification reward model from the HF hub or a folder (e.g. a TL;DR reward model), read as
-    Bradley–Terry: r(x, y) is its first logit on the text x + y, P(y ≻ y' | x) = σ(r(x, y) − r(x, y'))."""
+    Bradley–Terry: r(x, y) is its first logit on the text x + y, P(y ≻ y' | x) = σ(r(x, y) − r(x, y')).
+    A folder without the score head's weights is refused, as is a zoo release without its manifest."""
 
     kind = "bradley_terry"
 
@@ -81,16 +82,21 @@ class HubRewardModel(nn.Module):
         super().__init__()
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from zoo.lm.helpers import resolve_base
+        from zoo import offline
+        from zoo.lm.helpers import check_complete, resolve_base
 
-        where = resolve_base(name, "--model.preference_model")
+        flag = "--model.preference_model"
+        where = resolve_base(name, flag)  # a release folder verified, a name from a file kept offline
         try:
-            self.model = AutoModelForSequenceClassification.from_pretrained(where)
+            self.model, info = AutoModelForSequenceClassification.from_pretrained(where, output_loading_info=True)
             self.tokenizer = AutoTokenizer.from_pretrained(where)
         except (OSError, ValueError) as e:
-            raise UserError(f"--model.preference_model {name!r}: neither a zoo preference model nor a loadable "
+            raise UserError(f"{flag} {name!r}: neither a zoo preference model nor a loadable "
                              f"sequence-classification reward model ({str(e)[:300]}); offline, train one with "
                              "recipes/preference.py and give its release or checkpoint") from None
+        # a causal LM's folder loads too, its score head at random: a judge that would be noise
+        check_complete(info, name, flag, "a sequence-classification reward model")
+        offline.loaded(name, where)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
             self.model.config.pad_token_id = self.tokenizer.pad_token_id

