@@ -64,8 +64,9 @@ def draw(model, net, ids, mask, generator):
 
 def response_log_probs(net, ids, mask, y, y_mask):
     full, full_mask = torch.cat([ids, y], 1), torch.cat([mask, y_mask], 1)
+    position_ids = (full_mask.cumsum(-1) - 1).clamp_min(0)
     with torch.no_grad():
-        logits = net(input_ids=full, attention_mask=full_mask, position_ids=(full_mask.cumsum(-1) - 1).clamp_min(0)).logits
+        logits = net(input_ids=full, attention_mask=full_mask, position_ids=position_ids).logits
     return token_log_probs(logits, full)[:, ids.shape[1] - 1:]
 
 
@@ -73,7 +74,8 @@ def close(actual, expected):
     torch.testing.assert_close(actual.detach().float(), torch.as_tensor(expected).float(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("loss, lora_r", [("nash_md", 0), ("nash_md", 2), ("nash_md_pg", 0), ("self_play", 0), ("rlhf", 0)])
+@pytest.mark.parametrize("loss, lora_r",
+                         [("nash_md", 0), ("nash_md", 2), ("nash_md_pg", 0), ("self_play", 0), ("rlhf", 0)])
 def test_one_step_samples_the_opponent_and_scores_against_the_reference(loss, lora_r):
     model, logged = nash_md(loss, lora_r)
     policy = model.policy.eval()
@@ -126,7 +128,8 @@ def test_validation_compares_the_policy_with_the_reference():
     model, logged = nash_md()
     truth = lambda a, b: torch.tensor([float(len(x) > len(z)) for x, z in zip(a, b)])  # noqa: E731
     model._trainer = SimpleNamespace(datamodule=SimpleNamespace(judge=truth), global_rank=0)
-    policy, decode = model.policy.eval(), lambda t: model.tokenizer.batch_decode(t, skip_special_tokens=True)  # noqa: E731
+    policy = model.policy.eval()
+    decode = lambda t: model.tokenizer.batch_decode(t, skip_special_tokens=True)  # noqa: E731
     reference, _ = load_causal_lm("tiny-lm")
     ids, mask = left_pad(model.tokenizer, PROMPTS)
     g = torch.Generator().manual_seed(10_007 * (0 + 1))  # validation_step's stream for batch 0 on rank 0

@@ -83,8 +83,9 @@ def test_one_step_is_the_objective_of_the_policy_the_reference_and_the_retain_ba
         close(logged["train/retain_nll"], retain_nll)
     if objective.endswith("_kl"):
         close(logged["train/retain_kl"], kl)
-    assert {k for k in logged if k.startswith("train/retain")} == (
-        {"train/retain_nll"} if objective in ("gd", "npo_rt") else {"train/retain_kl"} if objective.endswith("_kl") else set())
+    retain_terms = {"gd": {"train/retain_nll"}, "npo_rt": {"train/retain_nll"}, "ga_kl": {"train/retain_kl"},
+                    "npo_kl": {"train/retain_kl"}}.get(objective, set())
+    assert {k for k in logged if k.startswith("train/retain")} == retain_terms
 
 
 def test_npo_gradient_is_ga_weighted_by_the_reference():
