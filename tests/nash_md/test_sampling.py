@@ -37,11 +37,14 @@ def test_mixture_sampling_with_the_cache_equals_sampling_without_it():
                            generator=torch.Generator().manual_seed(3))
         slow = sample_without_cache(policy, reference, beta, ids, mask, 12, torch.Generator().manual_seed(3))
         assert torch.equal(cached, slow), f"β={beta}"
-    # β = 0 is the policy, β = 1 the reference
-    alone, _ = sample(policy, ids, mask, max_new_tokens=12, generator=torch.Generator().manual_seed(3))
-    mixed, _ = sample(GeometricMixture(policy, reference, 0.0), ids, mask, max_new_tokens=12,
-                      generator=torch.Generator().manual_seed(3))
-    assert torch.equal(alone, mixed)
+    # β = 0 is the policy, β = 1 the reference (which samples otherwise than the policy from the same stream)
+    def draw(model):
+        return sample(model, ids, mask, max_new_tokens=12, generator=torch.Generator().manual_seed(3))[0]
+
+    alone, ref_alone = draw(policy), draw(reference)
+    assert not torch.equal(alone, ref_alone)
+    assert torch.equal(draw(GeometricMixture(policy, reference, 0.0)), alone)
+    assert torch.equal(draw(GeometricMixture(policy, reference, 1.0)), ref_alone)
 
 
 def test_the_reference_of_a_lora_policy_is_the_base_with_adapters_off():

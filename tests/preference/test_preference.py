@@ -90,12 +90,61 @@ def test_minilm_backbone_loads_offline():
 
 
 def test_the_objective_by_hand():
-    """Hand values: logits 2 − 0.5 and 1 − 3; −log σ(1.5) = 0.201413, −log σ(−2) = 2.126928."""
+    """Hand values: a logit of 1.5 is P = 1/(1 + e^−1.5) = 0.817574 and a loss −log P = log(1 + e^−1.5) =
+    0.201413; a logit of −2 is P = 0.119203 and a loss 2.126928; far in the tail the loss stays finite."""
     from zoo.preference.objective import bradley_terry_logit, pairwise_logit, preference_nll
 
-    s_fwd, s_bwd = torch.tensor([2.0, 1.0]), torch.tensor([0.5, 3.0])
-    assert pairwise_logit(s_fwd, s_bwd).tolist() == [1.5, -2.0]
-    assert bradley_terry_logit(s_fwd, s_bwd).tolist() == [1.5, -2.0]
-    assert pairwise_logit(s_bwd, s_fwd).tolist() == [-1.5, 2.0]  # swapping the responses negates the log-odds
-    assert float(preference_nll(pairwise_logit(s_fwd, s_bwd))) == pytest.approx((0.201413 + 2.126928) / 2, abs=1e-6)
-    assert float(preference_nll(torch.tensor([-200.0]))) == pytest.approx(200.0)  # finite far in the tail
+    logit = pairwise_logit(torch.tensor([2.0, 1.0]), torch.tensor([0.5, 3.0]))  # s(x, y, y') − s(x, y', y)
+    torch.testing.assert_close(torch.sigmoid(logit), torch.tensor([0.817574, 0.119203]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(bradley_terry_logit(torch.tensor([0.25]), torch.tensor([1.0])), torch.tensor([-0.75]))
+    assert float(preference_nll(logit)) == pytest.approx((0.201413 + 2.126928) / 2, abs=1e-6)
+    assert float(preference_nll(torch.tensor([-200.0]))) == pytest.approx(200.0)
+
+
+@pytest.mark.parametrize("kind", ["pairwise", "bradley_terry"])
+def test_one_training_step_by_hand(kind):
+    """The loss of a (prompt, chosen, rejected) batch, computed here from the backbone's hidden states and the
+    head's weights: pairwise, s(x, a, b) = W₂ GELU(W₁ [h(a); h(b)] + b₁) + b₂ with h read at the separators
+    closing a and b in x sep a sep b sep, logit = s(x, chosen, rejected) − s(x, rejected, chosen);
+    Bradley–Terry, r(x, y) = wᵀ h + c at the separator closing y in x sep y sep, logit = r(chosen) − r(rejected);
+    loss = mean log(1 + e^−logit), accuracy = the share of positive logits."""
+    import math
+
+    from zoo.preference.nets import separator_ids
+
+    torch.manual_seed(0)
+    model = PreferenceModel(kind=kind).eval()
+    with torch.no_grad():  # a head away from its initialisation, so the two orders differ clearly
+        for p in model.net.head.parameters():
+            p.add_(0.5 * torch.randn(p.shape))
+    tok, (cls, sep) = model.tokenizer, separator_ids(model.tokenizer)
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    rows = [("The list type", " holds values", " is code"), ("A function", " returns a value", " of objects and more")]
+
+    def hidden(seq):
+        with torch.no_grad():
+            return model.net.backbone(input_ids=torch.tensor([seq])).last_hidden_state[0]
+
+    def s(x, a, b):
+        seq = cls + ids(x) + [sep] + ids(a) + [sep] + ids(b) + [sep]
+        h = hidden(seq)
+        z = torch.cat([h[len(cls) + len(ids(x)) + len(ids(a)) + 1], h[-1]])
+        first, _, last = model.net.head
+        with torch.no_grad():
+            return float(last.weight[0] @ torch.nn.functional.gelu(first.weight @ z + first.bias) + last.bias[0])
+
+    def r(x, y):
+        h = hidden(cls + ids(x) + [sep] + ids(y) + [sep])[-1]
+        with torch.no_grad():
+            return float(model.net.head.weight[0] @ h + model.net.head.bias[0])
+
+    logits = [s(x, c, j) - s(x, j, c) if kind == "pairwise" else r(x, c) - r(x, j) for x, c, j in rows]
+    assert min(abs(v) for v in logits) > 1e-3
+    logged = {}
+    model.logging_step = lambda: True
+    model.log = lambda name, value, **kwargs: logged.__setitem__(name, float(torch.as_tensor(value).detach()))
+    loss = model.training_step([{"prompt": x, "chosen": c, "rejected": j} for x, c, j in rows], 0)
+    expected = sum(math.log1p(math.exp(-v)) for v in logits) / len(logits)
+    assert float(loss) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert logged["train/loss"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert logged["train/accuracy"] == sum(v > 0 for v in logits) / len(logits)

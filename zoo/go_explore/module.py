@@ -341,13 +341,12 @@ class GoExplore(ZooModule):
                 self.imitation = SelfImitation(self.demo, hp.sil_envs, self.game.frame_stack, hp.start_window,
                                                hp.sil_before_max, hp.sil_from_start_prob, hp.gamma, hp.reward_clip)
             if self._pending_runner is not None:
-                if self.global_rank == 0:  # rank 0's episodes; the others start afresh at the same start point
+                if self.global_rank == 0:  # rank 0's episodes and the window's counts; the others start afresh
                     self.runner.load_state_dict(self._pending_runner)
                     if self.imitation is not None and "imitation" in self._pending_runner:
                         self.imitation.load_state_dict(self._pending_runner["imitation"])
                 else:
                     self.runner.start = int(self._pending_runner["start"])
-                    self.runner.counts = self._pending_runner["counts"].numpy().copy()
                     if "point_success" in self._pending_runner:
                         self.runner.point_success = self._pending_runner["point_success"].numpy().copy()
                 self._pending_runner = None
@@ -423,14 +422,16 @@ class GoExplore(ZooModule):
         world = self._trainer.world_size if self._trainer is not None else 1
         self.robust_steps += B * world
         self.phase2_iterations += 1
-        # the backward step, on the episodes every process started in the window
-        counts = torch.from_numpy(runner.counts).to(self.device)
+        # the backward step, on the episodes every process started in the window since the last judgement
+        counts = torch.tensor(runner.counts, device=self.device)  # a copy: the strategy's reduce works in place
         if world > 1:
             counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
         episodes, successes = counts.cpu().numpy()
         moved = move_start(runner.start, successes, episodes, hp.move_threshold, hp.min_episodes)
         if episodes.sum() >= hp.min_episodes:  # judged: the next judgement counts afresh
             runner.judge(moved, episodes, successes)
+        elif world > 1:  # not yet: the sums so far are kept once, by rank 0 (whose runner the checkpoint holds)
+            runner.counts = counts.cpu().numpy() if self.global_rank == 0 else np.zeros_like(runner.counts)
         out = {k: float(torch.stack(v).mean()) for k, v in stats.items()}
         if sil_losses:
             out["sil_policy_loss"] = float(torch.stack(sil_losses).mean())
