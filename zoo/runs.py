@@ -4,7 +4,8 @@
   to disk and renamed over the old one, so a kill at any moment leaves the previous checkpoint whole;
   every checkpoint is read with ``torch.load(weights_only=True)``, and only from a local file.
 - ``RunCheckpoint``: Lightning's ModelCheckpoint that also writes ``last.ckpt`` when fit ends, so the
-  last checkpoint always holds the last step.
+  last checkpoint always holds the last step, and a run resumed from it, bounded by steps or by epochs,
+  takes the steps, counts the epochs and sees the batches an unbroken run would.
 - ``SaveOnInterrupt``: the first Ctrl-C lets the current step finish, then ends fit (which saves
   ``last.ckpt``, from which ``--ckpt_path last`` resumes exactly); a second one quits at once.
 - ``latest_checkpoint``: which ``last.ckpt`` ``--ckpt_path last`` means: the latest run's. Each run
@@ -19,6 +20,7 @@ import signal
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +71,59 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose ``last.ckpt`` is also written when fit ends (and on Ctrl-C, which ends fit)."""
+    """ModelCheckpoint whose ``last.ckpt`` is also written when fit ends (and on Ctrl-C, which ends fit), holding
+    the loops' progress as Lightning resumes it like an unbroken run (see ``_resumable_progress``); a run resumed
+    from any checkpoint gives its data loaders their saved positions."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        fit_loop = trainer.fit_loop
+        states = fit_loop._combined_loader_states_to_load
+        if states and fit_loop._combined_loader is not None:
+            # Lightning gives the loaders their saved positions only when the checkpoint's epoch is unfinished; a
+            # loader that numbers its epochs (its shuffle) would otherwise begin again at epoch 0 after a checkpoint
+            # taken at an epoch's end. Its first batch is drawn after this hook, and a saved position at the end of
+            # an epoch makes it begin the next one.
+            fit_loop._combined_loader._load_state_dicts(states)
+            fit_loop._combined_loader_states_to_load = []
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step and not trainer.sanity_checking:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            with _resumable_progress(trainer):
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+@contextmanager
+def _resumable_progress(trainer: L.Trainer):
+    """While fit's end saves: the loops' progress as a checkpoint written during the epoch would hold it.
+
+    Lightning's restore reads checkpoints written during an epoch (at a batch's end, at validation's end); by
+    fit's end its fit loop has closed the epoch it stopped in. Stopped inside an epoch (``max_steps``, Ctrl-C),
+    that epoch is recorded as still running, so that a resumed run finishes it (under ``max_epochs``) and
+    counts epochs as an unbroken run does. Stopped at an epoch's end, the epoch's batch counters are recorded
+    reset, as the next epoch begins with them, which a resumed run bounded by ``max_steps`` would otherwise
+    take for the next epoch's and so end that epoch at once."""
+    fit_loop = trainer.fit_loop
+    epoch_loop, epochs = fit_loop.epoch_loop, fit_loop.epoch_progress
+    batches = epoch_loop.batch_progress
+    per_epoch = (batches, epoch_loop.scheduler_progress, epoch_loop.automatic_optimization.optim_progress)
+    progress = (epochs, *per_epoch, epoch_loop.val_loop.batch_progress)
+    saved = [p.state_dict() for p in progress]
+    now = epochs.current
+    closed = now.ready == now.started == now.processed == now.completed > 0
+    if closed and batches.current.ready > 0:
+        if epoch_loop._num_ready_batches_reached():  # at the epoch's end
+            for p in per_epoch:
+                p.reset_on_run()
+            epoch_loop.val_loop.batch_progress.total.reset()
+        else:  # inside the epoch
+            for p in (epochs.current, epochs.total):
+                p.processed, p.completed = p.processed - 1, p.completed - 1
+    try:
+        yield
+    finally:
+        for p, state in zip(progress, saved):
+            p.load_state_dict(state)
 
 
 class SaveOnInterrupt(L.Callback):

@@ -1,6 +1,7 @@
 """What keeps a run safe and visible: checkpoints that hold the last step, survive kills and Ctrl-C,
 belong to their run and method; errors in one line; progress in a log file; a run exported as a
 release; a release that brings its own hyperparameters."""
+import json
 import os
 import signal
 import subprocess
@@ -134,9 +135,31 @@ def test_ctrl_c_saves_the_step_it_stops_at_and_resumes_exactly(tmp_path):
     stopped = ckpt["global_step"]
     assert 20 < stopped < 100000
     target = str(stopped + 3)
-    _, resumed = fit("op_gfn", tmp_path / "b", "--checkpoint.every_n_train_steps", "1000", "--trainer.max_steps",
-                     target, "--ckpt_path", "last")
-    _, unbroken = fit("op_gfn", tmp_path / "a", "--checkpoint.every_n_train_steps", "1000", "--trainer.max_steps", target)
+    resumed_trainer, resumed = fit("op_gfn", tmp_path / "b", "--checkpoint.every_n_train_steps", "1000",
+                                   "--trainer.max_steps", target, "--ckpt_path", "last")
+    unbroken_trainer, unbroken = fit("op_gfn", tmp_path / "a", "--checkpoint.every_n_train_steps", "1000",
+                                     "--trainer.max_steps", target)
+    assert (resumed_trainer.global_step, resumed_trainer.current_epoch) == \
+        (unbroken_trainer.global_step, unbroken_trainer.current_epoch)
+    for k, v in unbroken.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize("step", [3, 4], ids=["at-epoch-end", "mid-epoch"])
+@pytest.mark.parametrize("bound", [["--trainer.max_steps", "5"], ["--trainer.max_steps", "-1", "--trainer.max_epochs", "2"]],
+                         ids=["max_steps", "max_epochs"])
+def test_ctrl_c_then_resume_counts_epochs_as_an_unbroken_run(bound, step, tmp_path):
+    """A Ctrl-C at the last step of the first epoch (3 steps an epoch) or at the first of the second, then a resume:
+    the same steps, epoch count and weights as an unbroken run, bounded by steps or by epochs."""
+    common = ["--checkpoint.every_n_train_steps", "1000", *bound]
+    ctrl_c = json.dumps([{"class_path": "tests.core.interrupt.InterruptAt", "init_args": {"step": step}}])
+    fit("op_gfn", tmp_path / "b", *common, "--trainer.callbacks", ctrl_c)
+    assert torch.load(tmp_path / "b" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+    resumed_trainer, resumed = fit("op_gfn", tmp_path / "b", *common, "--ckpt_path", "last")
+    unbroken_trainer, unbroken = fit("op_gfn", tmp_path / "a", *common)
+    assert unbroken_trainer.global_step in (5, 6)
+    assert (resumed_trainer.global_step, resumed_trainer.current_epoch) == \
+        (unbroken_trainer.global_step, unbroken_trainer.current_epoch)
     for k, v in unbroken.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0, msg=k)
 
