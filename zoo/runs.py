@@ -8,8 +8,10 @@
   takes the steps, counts the epochs and sees the batches an unbroken run would.
 - ``SaveOnInterrupt``: the first Ctrl-C lets the current step finish, then ends fit (which saves
   ``last.ckpt``, from which ``--ckpt_path last`` resumes exactly); a second one quits at once.
-- ``latest_checkpoint``: which ``last.ckpt`` ``--ckpt_path last`` means: the latest run's. Each run
-  keeps its checkpoints in its own ``version_N/checkpoints/``.
+- ``latest_checkpoint``: which ``last.ckpt`` ``--ckpt_path last`` means: the latest run's that is not
+  still training. Each run keeps its checkpoints in its own ``version_N/checkpoints/``.
+- ``RunFolder``: a run's ``version_N/``, locked while fit runs; a run refused before its first step
+  removes what it wrote there.
 - ``StepsProgressBar`` (a terminal) and ``PlainProgress`` (a file or a pipe): progress either way.
 """
 from __future__ import annotations
@@ -24,13 +26,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: no run locks
+    fcntl = None
+
 import lightning as L
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, UserError
 
 REMOTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -165,14 +172,126 @@ class SaveOnInterrupt(L.Callback):
             self.previous = None
 
 
-def latest_checkpoint(root: str | Path) -> Path | None:
-    """The ``last.ckpt`` of the latest run under ``root`` (the highest ``version_N`` that has one)."""
+def run_checkpoints(root: str | Path) -> list[Path]:
+    """The ``last.ckpt`` of every run under ``root``, latest (the highest ``version_N``) first."""
     found = []
     for ckpt in Path(root).glob("version_*/checkpoints/last.ckpt"):
         m = re.fullmatch(r"version_(\d+)", ckpt.parent.parent.name)
         if m:
             found.append((int(m.group(1)), ckpt))
-    return max(found)[1] if found else None
+    return [ckpt for _, ckpt in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The ``last.ckpt`` of the latest run under ``root`` that is not still training."""
+    return next((ckpt for ckpt in run_checkpoints(root) if not is_live(run_folder_of(ckpt))), None)
+
+
+# -- a run's own folder ---------------------------------------------------------------------------
+
+LOCK = ".lock"
+#: what a run writes in its folder before its first step (its config, the loggers' files, its lock)
+RUN_FILES = ("config.yaml", "hparams.yaml", "metrics.csv", LOCK)
+
+
+def run_folder_of(ckpt: str | Path) -> Path:
+    """The run folder a checkpoint belongs to: ``version_N`` of ``version_N/checkpoints/x.ckpt``."""
+    ckpt = Path(ckpt)
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def is_live(folder: str | Path) -> bool:
+    """Whether a run is still training in ``folder``: a live run holds a lock on ``folder/.lock``, which the
+    system drops when the process ends however it ends (a SIGKILLed run counts as stopped)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(Path(folder) / LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # and with it the lock just taken
+    return False
+
+
+class RunFolder(L.Callback):
+    """The run's own folder (``version_N/``: its config, logs and checkpoints).
+
+    - While fit runs, rank 0 holds a lock on ``version_N/.lock``: ``--ckpt_path last`` passes over a run
+      still training, and a checkpoint of one given by path is refused.
+    - A run refused before its first step (a bad data path, a setting the method refuses) removes the files
+      it wrote there, and the folder if that empties it; nothing else.
+    - A resumed run says which checkpoint it resumes, and at which step."""
+
+    def __init__(self) -> None:
+        self.folder: Path | None = None
+        self.created = False  # whether this run makes the folder (it did not exist when the trainer was built)
+        self.started = False
+        self._fd: int | None = None
+
+    def claim(self, folder: str | Path) -> None:
+        """Called once the trainer is built, before it writes anything."""
+        self.folder = Path(folder)
+        self.created = not self.folder.exists()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or not trainer.is_global_zero or not self.created or fcntl is None or self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            self.created = False  # another run's folder: nothing here is this run's to remove
+            raise UserError(f"{self.folder}: another run started in the same folder at the same moment and holds it; "
+                            "start this one again") from None
+        self._fd = fd
+
+    def _start(self, trainer: L.Trainer, *args: Any) -> None:
+        self.started = True
+
+    on_sanity_check_start = on_validation_start = on_test_start = on_predict_start = _start
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = True
+        if trainer.ckpt_path:
+            rank_zero_info(f"resuming {trainer.ckpt_path} at step {trainer.global_step}")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.release()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        """Remove what this run wrote in its folder, if it was refused before its first step."""
+        folder, held = self.folder, self._fd is not None
+        self.release()
+        if self.started or not self.created or folder is None or not folder.is_dir():
+            return
+        if not held and is_live(folder):  # another run's
+            return
+        for name in RUN_FILES:
+            (folder / name).unlink(missing_ok=True)
+        for events in folder.glob(f"events.out.tfevents.*.{os.getpid()}.*"):  # TensorBoard's, named by this process
+            events.unlink(missing_ok=True)
+        for empty in (folder / "checkpoints", folder):
+            try:
+                empty.rmdir()  # only if nothing else is there
+            except OSError:
+                pass
 
 
 # -- progress ------------------------------------------------------------------------------------

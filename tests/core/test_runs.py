@@ -13,7 +13,7 @@ import torch
 
 import zoo
 from zoo import hub
-from zoo.runs import AtomicCheckpointIO, latest_checkpoint
+from zoo.runs import AtomicCheckpointIO, is_live, latest_checkpoint
 
 from ..conftest import ROOT, load_recipe
 
@@ -89,6 +89,85 @@ def test_a_resume_whose_flags_change_the_architecture_says_which(tmp_path, capsy
     assert "shape mismatches" in err and "hidden_dim 16 (checkpoint) vs 32 (this model)" in err
 
 
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def hold_lock(folder) -> subprocess.Popen:
+    """A second process holding a run folder's lock, as a run still training does."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_resume_passes_over_a_run_still_training(tmp_path, capsys, caplog):
+    """--ckpt_path last resumes the latest run that has stopped (a SIGKILLed run has), never one still training;
+    a checkpoint of a run still training, given by path, is a one-line error; the resumed run says which it resumes."""
+    fit("op_gfn", tmp_path, "--trainer.max_steps", "2")
+    fit("op_gfn", tmp_path, "--trainer.max_steps", "3")
+    stopped, live = (tmp_path / f"version_{v}" / "checkpoints" / "last.ckpt" for v in (0, 1))
+    holder = hold_lock(live.parent.parent)
+    try:
+        assert is_live(live.parent.parent) and latest_checkpoint(tmp_path) == stopped
+    finally:
+        holder.kill()  # SIGKILL: the system drops the lock
+        holder.wait()
+    assert not is_live(live.parent.parent) and latest_checkpoint(tmp_path) == live
+    holder = hold_lock(live.parent.parent)
+    capsys.readouterr()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            fit("op_gfn", tmp_path, "--ckpt_path", str(live))
+        assert f"its run ({live.parent.parent}) is still training" in one_line_error(capsys, exit_)
+        caplog.clear()
+        trainer, _ = fit("op_gfn", tmp_path, "--trainer.max_steps", "4", "--ckpt_path", "last")
+        assert trainer.ckpt_path == str(stopped) and trainer.global_step == 4
+        assert f"resuming {stopped} at step 2" in caplog.text
+    finally:
+        holder.kill()
+        holder.wait()
+    holders = [hold_lock(tmp_path / f"version_{v}") for v in (0, 1, 2)]
+    capsys.readouterr()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            fit("op_gfn", tmp_path, "--ckpt_path", "last")
+        assert "every run under" in one_line_error(capsys, exit_)
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+
+
+def test_a_run_refused_before_its_first_step_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    """Refused by its model's setup (as fp16 is for a method that steps its optimisers by hand) or by its data (a
+    bad path): no version_N/ is left behind, and nothing is removed that the run did not write."""
+    from zoo.errors import UserError
+    from zoo.op_gfn import OPGFN
+
+    fit("op_gfn", tmp_path, "--trainer.max_steps", "1")
+    (tmp_path / "version_0" / "notes.txt").write_text("the user's")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+
+    def refuse(self, stage):
+        raise UserError("--trainer.precision 16-mixed: refused")
+
+    with monkeypatch.context() as m:
+        m.setattr(OPGFN, "setup", refuse)
+        with pytest.raises(SystemExit) as exit_:
+            fit("op_gfn", tmp_path)
+        assert "refused" in one_line_error(capsys, exit_)
+    with pytest.raises(SystemExit) as exit_:
+        fit("lm", tmp_path, "--data.path", str(tmp_path / "no-such-text"))
+    assert "no-such-text" in one_line_error(capsys, exit_)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 def test_a_killed_write_leaves_the_previous_checkpoint_whole(tmp_path):
     """A process killed in the middle of writing a checkpoint (here: os._exit halfway through
     torch.save) leaves the previous file intact and no partial file under its name."""
@@ -127,9 +206,11 @@ def test_ctrl_c_saves_the_step_it_stops_at_and_resumes_exactly(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") > 40):
         time.sleep(0.5)
+    assert is_live(tmp_path / "b" / "version_0")  # a run holds its folder's lock while it trains
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
+    assert not is_live(tmp_path / "b" / "version_0")
     assert "interrupted: finishing this step" in err
     ckpt = torch.load(tmp_path / "b" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     stopped = ckpt["global_step"]
