@@ -4,6 +4,7 @@ release; a release that brings its own hyperparameters."""
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -166,6 +167,20 @@ def test_a_run_refused_before_its_first_step_leaves_no_folder(tmp_path, capsys, 
         fit("lm", tmp_path, "--data.path", str(tmp_path / "no-such-text"))
     assert "no-such-text" in one_line_error(capsys, exit_)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=lambda u: f"umask-{u:03o}")
+def test_checkpoints_are_written_with_the_mode_the_umask_gives(umask, tmp_path):
+    """A checkpoint's mode is what open() gives a new file (0o666 less the umask), as with Lightning's own
+    writer, not mkstemp's 0o600; the temporary file is gone."""
+    old = os.umask(umask)
+    try:
+        AtomicCheckpointIO().save_checkpoint({"w": torch.ones(2)}, tmp_path / "last.ckpt")
+        (tmp_path / "opened").write_bytes(b"")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"last.ckpt": 0o666 & ~umask, "opened": 0o666 & ~umask}
 
 
 def test_a_killed_write_leaves_the_previous_checkpoint_whole(tmp_path):
