@@ -51,9 +51,13 @@ from zoo.runs import (
     AtomicCheckpointIO,
     PlainProgress,
     RunCheckpoint,
+    RunFolder,
     SaveOnInterrupt,
     StepsProgressBar,
+    is_live,
     latest_checkpoint,
+    run_checkpoints,
+    run_folder_of,
 )
 from zoo.trust import check_code
 
@@ -252,8 +256,11 @@ class ZooCLI(LightningCLI):
         if ckpt_path == "last":
             path = latest_checkpoint(root)
             if path is None:
+                live = [run_folder_of(c).name for c in run_checkpoints(root)]
                 raise UserError(f"--ckpt_path last: no run under {root} has a checkpoint to resume "
-                                "(version_*/checkpoints/last.ckpt); start one with fit")
+                                "(version_*/checkpoints/last.ckpt); start one with fit" if not live else
+                                f"--ckpt_path last: every run under {root} with a checkpoint is still training "
+                                f"({', '.join(live)}); resume one once it has stopped (Ctrl-C saves its last step)")
             return path
         if REMOTE.match(ckpt_path):
             raise UserError(f"--ckpt_path {ckpt_path}: only local files are read; download it, check where it "
@@ -261,6 +268,9 @@ class ZooCLI(LightningCLI):
         path = Path(ckpt_path).expanduser()
         if not path.is_file():
             raise UserError(f"--ckpt_path {ckpt_path}: no such file")
+        if is_live(run_folder_of(path)):
+            raise UserError(f"--ckpt_path {ckpt_path}: its run ({run_folder_of(path)}) is still training; resume it "
+                            "once it has stopped (Ctrl-C saves its last step)")
         return path
 
     def _parse_ckpt_path(self) -> None:
@@ -302,19 +312,37 @@ class ZooCLI(LightningCLI):
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(hasattr(p, "save_checkpoint") for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
-        callbacks = [LearningCurve(), SaveOnInterrupt()]
+        folder = RunFolder()
+        callbacks = [LearningCurve(), SaveOnInterrupt(), folder]
         user_callbacks = config.get("callbacks") or []
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in user_callbacks):
             callbacks.append(StepsProgressBar() if sys.stderr.isatty() else PlainProgress())
         kwargs["callbacks"] = [*user_callbacks, *callbacks]
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        folder.claim(trainer.log_dir or trainer.default_root_dir)
+        return trainer
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
         except UserError as e:
+            self._discard_refused_run()
             sys.stderr.write(f"error: {e}\n")
             sys.exit(2)
+        except BaseException:
+            self._discard_refused_run()
+            raise
+
+    def _discard_refused_run(self) -> None:
+        """A run that ended before its first step leaves no folder behind (only rank 0 writes one)."""
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not trainer.is_global_zero or getattr(rank_zero_only, "rank", 0) != 0:
+            return
+        for callback in trainer.callbacks:
+            if isinstance(callback, RunFolder):
+                callback.discard()
 
     def after_fit(self) -> None:
         """Say where the logs, the checkpoint and the learning curve went."""

@@ -213,7 +213,7 @@ class ZooModule(L.LightningModule):
 class Steps:
     """The "data" of a method that makes its own (trajectories, rollouts, generations): ``n`` step
     indices per epoch. It saves its position, so a run resumed mid-epoch ends its epoch where an
-    unbroken run would."""
+    unbroken run would, and a run resumed from its epoch's last step starts the next epoch whole."""
 
     def __init__(self, n: int) -> None:
         self.n, self.next_index, self._resume_at = n, 0, 0
@@ -223,6 +223,10 @@ class Steps:
 
     def __iter__(self):
         start, self._resume_at = self._resume_at, 0
+        if start >= self.n:
+            # saved on the epoch's last step: Lightning's fit loop counts that epoch as done and asks for the
+            # next one, which starts at 0 (as zoo.lm.data.Batches and the zoo's other loaders do)
+            start = 0
         for i in range(start, self.n):
             self.next_index = i + 1  # Lightning does not prefetch from a loader of known length
             yield i

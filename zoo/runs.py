@@ -4,11 +4,14 @@
   to disk and renamed over the old one, so a kill at any moment leaves the previous checkpoint whole;
   every checkpoint is read with ``torch.load(weights_only=True)``, and only from a local file.
 - ``RunCheckpoint``: Lightning's ModelCheckpoint that also writes ``last.ckpt`` when fit ends, so the
-  last checkpoint always holds the last step.
+  last checkpoint always holds the last step, and a run resumed from it, bounded by steps or by epochs,
+  takes the steps, counts the epochs and sees the batches an unbroken run would.
 - ``SaveOnInterrupt``: the first Ctrl-C lets the current step finish, then ends fit (which saves
   ``last.ckpt``, from which ``--ckpt_path last`` resumes exactly); a second one quits at once.
-- ``latest_checkpoint``: which ``last.ckpt`` ``--ckpt_path last`` means: the latest run's. Each run
-  keeps its checkpoints in its own ``version_N/checkpoints/``.
+- ``latest_checkpoint``: which ``last.ckpt`` ``--ckpt_path last`` means: the latest run's that is not
+  still training. Each run keeps its checkpoints in its own ``version_N/checkpoints/``.
+- ``RunFolder``: a run's ``version_N/``, locked while fit runs; a run refused before its first step
+  removes what it wrote there.
 - ``StepsProgressBar`` (a terminal) and ``PlainProgress`` (a file or a pipe): progress either way.
 """
 from __future__ import annotations
@@ -19,8 +22,14 @@ import signal
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no run locks
+    fcntl = None
 
 import lightning as L
 import torch
@@ -28,9 +37,21 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, UserError
 
 REMOTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def _umask() -> int:
+    try:  # read without setting it: os.umask would change it for every thread for a moment
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -39,6 +60,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600, made what open() and Lightning's own writer give
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
@@ -69,11 +91,59 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose ``last.ckpt`` is also written when fit ends (and on Ctrl-C, which ends fit)."""
+    """ModelCheckpoint whose ``last.ckpt`` is also written when fit ends (and on Ctrl-C, which ends fit), holding
+    the loops' progress as Lightning resumes it like an unbroken run (see ``_resumable_progress``); a run resumed
+    from any checkpoint gives its data loaders their saved positions."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        fit_loop = trainer.fit_loop
+        states = fit_loop._combined_loader_states_to_load
+        if states and fit_loop._combined_loader is not None:
+            # Lightning gives the loaders their saved positions only when the checkpoint's epoch is unfinished; a
+            # loader that numbers its epochs (its shuffle) would otherwise begin again at epoch 0 after a checkpoint
+            # taken at an epoch's end. Its first batch is drawn after this hook, and a saved position at the end of
+            # an epoch makes it begin the next one.
+            fit_loop._combined_loader._load_state_dicts(states)
+            fit_loop._combined_loader_states_to_load = []
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step and not trainer.sanity_checking:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            with _resumable_progress(trainer):
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+@contextmanager
+def _resumable_progress(trainer: L.Trainer):
+    """While fit's end saves: the loops' progress as a checkpoint written during the epoch would hold it.
+
+    Lightning's restore reads checkpoints written during an epoch (at a batch's end, at validation's end); by
+    fit's end its fit loop has closed the epoch it stopped in. Stopped inside an epoch (``max_steps``, Ctrl-C),
+    that epoch is recorded as still running, so that a resumed run finishes it (under ``max_epochs``) and
+    counts epochs as an unbroken run does. Stopped at an epoch's end, the epoch's batch counters are recorded
+    reset, as the next epoch begins with them, which a resumed run bounded by ``max_steps`` would otherwise
+    take for the next epoch's and so end that epoch at once."""
+    fit_loop = trainer.fit_loop
+    epoch_loop, epochs = fit_loop.epoch_loop, fit_loop.epoch_progress
+    batches = epoch_loop.batch_progress
+    per_epoch = (batches, epoch_loop.scheduler_progress, epoch_loop.automatic_optimization.optim_progress)
+    progress = (epochs, *per_epoch, epoch_loop.val_loop.batch_progress)
+    saved = [p.state_dict() for p in progress]
+    now = epochs.current
+    closed = now.ready == now.started == now.processed == now.completed > 0
+    if closed and batches.current.ready > 0:
+        if epoch_loop._num_ready_batches_reached():  # at the epoch's end
+            for p in per_epoch:
+                p.reset_on_run()
+            epoch_loop.val_loop.batch_progress.total.reset()
+        else:  # inside the epoch
+            for p in (epochs.current, epochs.total):
+                p.processed, p.completed = p.processed - 1, p.completed - 1
+    try:
+        yield
+    finally:
+        for p, state in zip(progress, saved):
+            p.load_state_dict(state)
 
 
 class SaveOnInterrupt(L.Callback):
@@ -115,14 +185,126 @@ class SaveOnInterrupt(L.Callback):
             self.previous = None
 
 
-def latest_checkpoint(root: str | Path) -> Path | None:
-    """The ``last.ckpt`` of the latest run under ``root`` (the highest ``version_N`` that has one)."""
+def run_checkpoints(root: str | Path) -> list[Path]:
+    """The ``last.ckpt`` of every run under ``root``, latest (the highest ``version_N``) first."""
     found = []
     for ckpt in Path(root).glob("version_*/checkpoints/last.ckpt"):
         m = re.fullmatch(r"version_(\d+)", ckpt.parent.parent.name)
         if m:
             found.append((int(m.group(1)), ckpt))
-    return max(found)[1] if found else None
+    return [ckpt for _, ckpt in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The ``last.ckpt`` of the latest run under ``root`` that is not still training."""
+    return next((ckpt for ckpt in run_checkpoints(root) if not is_live(run_folder_of(ckpt))), None)
+
+
+# -- a run's own folder ---------------------------------------------------------------------------
+
+LOCK = ".lock"
+#: what a run writes in its folder before its first step (its config, the loggers' files, its lock)
+RUN_FILES = ("config.yaml", "hparams.yaml", "metrics.csv", LOCK)
+
+
+def run_folder_of(ckpt: str | Path) -> Path:
+    """The run folder a checkpoint belongs to: ``version_N`` of ``version_N/checkpoints/x.ckpt``."""
+    ckpt = Path(ckpt)
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def is_live(folder: str | Path) -> bool:
+    """Whether a run is still training in ``folder``: a live run holds a lock on ``folder/.lock``, which the
+    system drops when the process ends however it ends (a SIGKILLed run counts as stopped)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(Path(folder) / LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # and with it the lock just taken
+    return False
+
+
+class RunFolder(L.Callback):
+    """The run's own folder (``version_N/``: its config, logs and checkpoints).
+
+    - While fit runs, rank 0 holds a lock on ``version_N/.lock``: ``--ckpt_path last`` passes over a run
+      still training, and a checkpoint of one given by path is refused.
+    - A run refused before its first step (a bad data path, a setting the method refuses) removes the files
+      it wrote there, and the folder if that empties it; nothing else.
+    - A resumed run says which checkpoint it resumes, and at which step."""
+
+    def __init__(self) -> None:
+        self.folder: Path | None = None
+        self.created = False  # whether this run makes the folder (it did not exist when the trainer was built)
+        self.started = False
+        self._fd: int | None = None
+
+    def claim(self, folder: str | Path) -> None:
+        """Called once the trainer is built, before it writes anything."""
+        self.folder = Path(folder)
+        self.created = not self.folder.exists()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or not trainer.is_global_zero or not self.created or fcntl is None or self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            self.created = False  # another run's folder: nothing here is this run's to remove
+            raise UserError(f"{self.folder}: another run started in the same folder at the same moment and holds it; "
+                            "start this one again") from None
+        self._fd = fd
+
+    def _start(self, trainer: L.Trainer, *args: Any) -> None:
+        self.started = True
+
+    on_sanity_check_start = on_validation_start = on_test_start = on_predict_start = _start
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = True
+        if trainer.ckpt_path:
+            rank_zero_info(f"resuming {trainer.ckpt_path} at step {trainer.global_step}")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.release()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        """Remove what this run wrote in its folder, if it was refused before its first step."""
+        folder, held = self.folder, self._fd is not None
+        self.release()
+        if self.started or not self.created or folder is None or not folder.is_dir():
+            return
+        if not held and is_live(folder):  # another run's
+            return
+        for name in RUN_FILES:
+            (folder / name).unlink(missing_ok=True)
+        for events in folder.glob(f"events.out.tfevents.*.{os.getpid()}.*"):  # TensorBoard's, named by this process
+            events.unlink(missing_ok=True)
+        for empty in (folder / "checkpoints", folder):
+            try:
+                empty.rmdir()  # only if nothing else is there
+            except OSError:
+                pass
 
 
 # -- progress ------------------------------------------------------------------------------------

@@ -122,15 +122,55 @@ def schedule_flag(method: str, steps: int) -> list[str]:
 def test_resume_equals_unbroken_run(method, tmp_path):
     # the tiny config runs 4 steps and checkpoints every 2: stop at 3, mid-schedule and between two
     # periodic checkpoints (fit's end writes last.ckpt), then resume to 4
-    _, unbroken = fit(method, tmp_path / "a")
+    unbroken_trainer, unbroken = fit(method, tmp_path / "a")
     fit(method, tmp_path / "b", "--trainer.max_steps", "3", *schedule_flag(method, 4))
     ckpt = torch.load(tmp_path / "b" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3, "last.ckpt does not hold the last step"
-    _, resumed = fit(method, tmp_path / "b", "--ckpt_path", "last")
+    resumed_trainer, resumed = fit(method, tmp_path / "b", "--ckpt_path", "last")
+    assert (resumed_trainer.global_step, resumed_trainer.current_epoch) == \
+        (unbroken_trainer.global_step, unbroken_trainer.current_epoch)
     a, b = unbroken.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=f"{k} differs after resume")
+
+
+def short_epochs(method: str, tmp_path: Path) -> list[str]:
+    """Flags that cut the tiny config's epoch to a few steps (the methods that make their own data have 2 or 3)."""
+    import pydoc_data.topics
+
+    text = "\n".join(pydoc_data.topics.topics.values())
+    if method in ("lm", "momentum_smoe"):
+        (tmp_path / "text.txt").write_text(text[:2200])
+        return ["--data.path", str(tmp_path / "text.txt")]
+    if method == "nash_md":
+        (tmp_path / "prompts.txt").write_text("\n".join([line for line in text.splitlines() if len(line.split()) > 3][:10]))
+        return ["--data.path", str(tmp_path / "prompts.txt")]
+    return {"npo": ["--data.forget_split", "forget01"], "preference": ["--data.limit_train_pairs", "8"]}.get(method, [])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_resume_by_epochs_equals_unbroken_run(method, tmp_path):
+    """A run bounded by max_epochs, stopped at an epoch's end (its last.ckpt written on that step, or when fit ends) or
+    inside an epoch, then resumed: the same steps, the same epoch count and the same weights as an unbroken run."""
+    data = short_epochs(method, tmp_path)
+    epochs = ["--trainer.max_steps", "-1", "--trainer.max_epochs", "2", *schedule_flag(method, 100), *data]
+    unbroken_trainer, unbroken = fit(method, tmp_path / "a", *epochs)
+    n = unbroken_trainer.num_training_batches
+    assert 2 <= n <= 4 and unbroken_trainer.global_step == 2 * n and unbroken_trainer.current_epoch == 2
+    stops = {"epoch's end, on its last step": (n, ["--trainer.max_epochs", "1", "--checkpoint.every_n_train_steps", str(n)]),
+             "epoch's end, when fit ends": (n, ["--trainer.max_epochs", "1", "--checkpoint.every_n_train_steps", "1000"]),
+             "mid-epoch": (n + 1, ["--trainer.max_steps", str(n + 1), "--checkpoint.every_n_train_steps", "1000"])}
+    for i, (where, (step, stop)) in enumerate(stops.items()):
+        root = tmp_path / str(i)
+        fit(method, root, *epochs, *stop)
+        assert torch.load(root / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+        trainer, resumed = fit(method, root, *epochs, "--ckpt_path", "last")
+        assert (trainer.global_step, trainer.current_epoch) == (2 * n, 2), f"resumed from the {where} stop"
+        a, b = unbroken.state_dict(), resumed.state_dict()
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=f"{k} differs after resuming from the {where} stop")
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if schedule_flag(m, 1)])

@@ -1,8 +1,10 @@
 """What keeps a run safe and visible: checkpoints that hold the last step, survive kills and Ctrl-C,
 belong to their run and method; errors in one line; progress in a log file; a run exported as a
 release; a release that brings its own hyperparameters."""
+import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -12,7 +14,7 @@ import torch
 
 import zoo
 from zoo import hub
-from zoo.runs import AtomicCheckpointIO, latest_checkpoint
+from zoo.runs import AtomicCheckpointIO, is_live, latest_checkpoint
 
 from ..conftest import ROOT, load_recipe
 
@@ -88,6 +90,99 @@ def test_a_resume_whose_flags_change_the_architecture_says_which(tmp_path, capsy
     assert "shape mismatches" in err and "hidden_dim 16 (checkpoint) vs 32 (this model)" in err
 
 
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def hold_lock(folder) -> subprocess.Popen:
+    """A second process holding a run folder's lock, as a run still training does."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder / ".lock")], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_resume_passes_over_a_run_still_training(tmp_path, capsys, caplog):
+    """--ckpt_path last resumes the latest run that has stopped (a SIGKILLed run has), never one still training;
+    a checkpoint of a run still training, given by path, is a one-line error; the resumed run says which it resumes."""
+    fit("op_gfn", tmp_path, "--trainer.max_steps", "2")
+    fit("op_gfn", tmp_path, "--trainer.max_steps", "3")
+    stopped, live = (tmp_path / f"version_{v}" / "checkpoints" / "last.ckpt" for v in (0, 1))
+    holder = hold_lock(live.parent.parent)
+    try:
+        assert is_live(live.parent.parent) and latest_checkpoint(tmp_path) == stopped
+    finally:
+        holder.kill()  # SIGKILL: the system drops the lock
+        holder.wait()
+    assert not is_live(live.parent.parent) and latest_checkpoint(tmp_path) == live
+    holder = hold_lock(live.parent.parent)
+    capsys.readouterr()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            fit("op_gfn", tmp_path, "--ckpt_path", str(live))
+        assert f"its run ({live.parent.parent}) is still training" in one_line_error(capsys, exit_)
+        caplog.clear()
+        trainer, _ = fit("op_gfn", tmp_path, "--trainer.max_steps", "4", "--ckpt_path", "last")
+        assert trainer.ckpt_path == str(stopped) and trainer.global_step == 4
+        assert f"resuming {stopped} at step 2" in caplog.text
+    finally:
+        holder.kill()
+        holder.wait()
+    holders = [hold_lock(tmp_path / f"version_{v}") for v in (0, 1, 2)]
+    capsys.readouterr()
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            fit("op_gfn", tmp_path, "--ckpt_path", "last")
+        assert "every run under" in one_line_error(capsys, exit_)
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+
+
+def test_a_run_refused_before_its_first_step_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    """Refused by its model's setup (as fp16 is for a method that steps its optimisers by hand) or by its data (a
+    bad path): no version_N/ is left behind, and nothing is removed that the run did not write."""
+    from zoo.errors import UserError
+    from zoo.op_gfn import OPGFN
+
+    fit("op_gfn", tmp_path, "--trainer.max_steps", "1")
+    (tmp_path / "version_0" / "notes.txt").write_text("the user's")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+
+    def refuse(self, stage):
+        raise UserError("--trainer.precision 16-mixed: refused")
+
+    with monkeypatch.context() as m:
+        m.setattr(OPGFN, "setup", refuse)
+        with pytest.raises(SystemExit) as exit_:
+            fit("op_gfn", tmp_path)
+        assert "refused" in one_line_error(capsys, exit_)
+    with pytest.raises(SystemExit) as exit_:
+        fit("lm", tmp_path, "--data.path", str(tmp_path / "no-such-text"))
+    assert "no-such-text" in one_line_error(capsys, exit_)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=lambda u: f"umask-{u:03o}")
+def test_checkpoints_are_written_with_the_mode_the_umask_gives(umask, tmp_path):
+    """A checkpoint's mode is what open() gives a new file (0o666 less the umask), as with Lightning's own
+    writer, not mkstemp's 0o600; the temporary file is gone."""
+    old = os.umask(umask)
+    try:
+        AtomicCheckpointIO().save_checkpoint({"w": torch.ones(2)}, tmp_path / "last.ckpt")
+        (tmp_path / "opened").write_bytes(b"")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"last.ckpt": 0o666 & ~umask, "opened": 0o666 & ~umask}
+
+
 def test_a_killed_write_leaves_the_previous_checkpoint_whole(tmp_path):
     """A process killed in the middle of writing a checkpoint (here: os._exit halfway through
     torch.save) leaves the previous file intact and no partial file under its name."""
@@ -126,17 +221,41 @@ def test_ctrl_c_saves_the_step_it_stops_at_and_resumes_exactly(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") > 40):
         time.sleep(0.5)
+    assert is_live(tmp_path / "b" / "version_0")  # a run holds its folder's lock while it trains
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
+    assert not is_live(tmp_path / "b" / "version_0")
     assert "interrupted: finishing this step" in err
     ckpt = torch.load(tmp_path / "b" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     stopped = ckpt["global_step"]
     assert 20 < stopped < 100000
     target = str(stopped + 3)
-    _, resumed = fit("op_gfn", tmp_path / "b", "--checkpoint.every_n_train_steps", "1000", "--trainer.max_steps",
-                     target, "--ckpt_path", "last")
-    _, unbroken = fit("op_gfn", tmp_path / "a", "--checkpoint.every_n_train_steps", "1000", "--trainer.max_steps", target)
+    resumed_trainer, resumed = fit("op_gfn", tmp_path / "b", "--checkpoint.every_n_train_steps", "1000",
+                                   "--trainer.max_steps", target, "--ckpt_path", "last")
+    unbroken_trainer, unbroken = fit("op_gfn", tmp_path / "a", "--checkpoint.every_n_train_steps", "1000",
+                                     "--trainer.max_steps", target)
+    assert (resumed_trainer.global_step, resumed_trainer.current_epoch) == \
+        (unbroken_trainer.global_step, unbroken_trainer.current_epoch)
+    for k, v in unbroken.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize("step", [3, 4], ids=["at-epoch-end", "mid-epoch"])
+@pytest.mark.parametrize("bound", [["--trainer.max_steps", "5"], ["--trainer.max_steps", "-1", "--trainer.max_epochs", "2"]],
+                         ids=["max_steps", "max_epochs"])
+def test_ctrl_c_then_resume_counts_epochs_as_an_unbroken_run(bound, step, tmp_path):
+    """A Ctrl-C at the last step of the first epoch (3 steps an epoch) or at the first of the second, then a resume:
+    the same steps, epoch count and weights as an unbroken run, bounded by steps or by epochs."""
+    common = ["--checkpoint.every_n_train_steps", "1000", *bound]
+    ctrl_c = json.dumps([{"class_path": "tests.core.interrupt.InterruptAt", "init_args": {"step": step}}])
+    fit("op_gfn", tmp_path / "b", *common, "--trainer.callbacks", ctrl_c)
+    assert torch.load(tmp_path / "b" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
+    resumed_trainer, resumed = fit("op_gfn", tmp_path / "b", *common, "--ckpt_path", "last")
+    unbroken_trainer, unbroken = fit("op_gfn", tmp_path / "a", *common)
+    assert unbroken_trainer.global_step in (5, 6)
+    assert (resumed_trainer.global_step, resumed_trainer.current_epoch) == \
+        (unbroken_trainer.global_step, unbroken_trainer.current_epoch)
     for k, v in unbroken.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0, msg=k)
 
