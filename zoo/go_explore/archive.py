@@ -57,6 +57,7 @@ class Archive:
         self.done_score, self.done_length = -math.inf, math.inf
         self.done_actions = np.zeros(0, np.uint8)
         self.rooms: set[int] = set()
+        self._rows, self._n_rows = np.zeros((0, len(fields)), np.int64), 0  # the domain keys as rows (``rows``)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -78,56 +79,52 @@ class Archive:
 
     # -- selection ---------------------------------------------------------------------------
 
+    def rows(self) -> np.ndarray:
+        """The domain cells' keys as an [n, fields] integer array. Cells are only appended, so the array grows
+        (its capacity doubling) rather than being rebuilt."""
+        n, done = len(self.keys), self._n_rows
+        if done < n:
+            if len(self._rows) < n:
+                grown = np.zeros((max(n, 2 * len(self._rows)), len(self.fields)), np.int64)
+                grown[:done] = self._rows[:done]
+                self._rows = grown
+            self._rows[done:n] = np.array(self.keys[done:n], dtype=np.int64).reshape(n - done, len(self.fields))
+            self._n_rows = n
+        return self._rows[:n]
+
+    def counts(self, values: list[int]) -> Tensor:
+        return torch.from_numpy(np.fromiter(values, np.int64, len(values)))
+
     def weights(self, seen=(1.0, 0.5), chosen=(0.0, 0.5), since_new=(0.0, 0.5), horiz: float = 0.0,
                 vert: float = 0.0, high_keys: float = 0.0, low_level: float = 1.0) -> Tensor:
         """W(c) = Σ_a w_a / (C_a + 1)^{p_a} + neighbour terms, times λ^{L_max − L(c)} (the official
         WeightedSelector). Neighbour terms, for domain cells with x and y: ``horiz`` (``vert``) for each of
         the two horizontal (vertical) neighbours that is not in the archive, counting only neighbours within
-        the range of x (y) seen so far; ``high_keys`` when no cell at the same place holds more keys."""
-        w = count_weight(torch.tensor(self.seen), *seen)
+        the range of x (y) seen so far; ``high_keys`` when no cell at the same place holds more keys.
+        Array operations over every cell: the cost per selection grows with the archive in C, not Python."""
+        w = count_weight(self.counts(self.seen), *seen)
         if chosen[0]:
-            w = w + count_weight(torch.tensor(self.chosen), *chosen)
+            w = w + count_weight(self.counts(self.chosen), *chosen)
         if since_new[0]:
-            w = w + count_weight(torch.tensor(self.since_new), *since_new)
+            w = w + count_weight(self.counts(self.since_new), *since_new)
         if (horiz or vert or high_keys) and {"x", "y"} <= set(self.fields):
-            w = w + torch.tensor(self._neighbour_weights(horiz, vert, high_keys), dtype=torch.float64)
+            w = w + torch.from_numpy(neighbour_weights(self.rows(), self.fields, horiz, vert, high_keys))
         if low_level != 1.0 and "level" in self.fields:
-            level = torch.tensor([k[self.fields.index("level")] for k in self.keys])
+            level = torch.from_numpy(self.rows()[:, self.fields.index("level")].copy())
             w = w * level_factor(level, low_level)
         return w
-
-    def _neighbour_weights(self, horiz: float, vert: float, high_keys: float) -> list[float]:
-        fx, fy = self.fields.index("x"), self.fields.index("y")
-        known = set(self.keys)
-        xs, ys = [k[fx] for k in self.keys], [k[fy] for k in self.keys]
-        ranges = {fx: (min(xs), max(xs)), fy: (min(ys), max(ys))}
-        fk = self.fields.index("keys") if "keys" in self.fields else None
-        most_keys: dict[tuple, int] = {}
-        if fk is not None:
-            for k in self.keys:
-                place = k[:fk] + k[fk + 1:]
-                most_keys[place] = max(most_keys.get(place, -1), k[fk])
-        out = []
-        for k in self.keys:
-            w = 0.0
-            for f, weight in ((fx, horiz), (fy, vert)):
-                if weight:
-                    for step in (-1, 1):
-                        v = k[f] + step
-                        if ranges[f][0] <= v <= ranges[f][1] and k[:f] + (v,) + k[f + 1:] not in known:
-                            w += weight
-            if fk is not None and high_keys and most_keys[k[:fk] + k[fk + 1:]] <= k[fk]:
-                w += high_keys
-            out.append(w)
-        return out
 
     # -- the best trajectory -----------------------------------------------------------------
 
     def best(self) -> tuple[float, int, np.ndarray]:
         """(score, length, actions) of the best trajectory found: the highest score, then the shortest,
-        over every cell and the best trajectory that ended the episode."""
+        over every cell and the best trajectory that ended the episode (on a tie, the ended episode's, then
+        the earliest cell's)."""
         score, length, actions = self.done_score, self.done_length, self.done_actions
-        for i in range(len(self)):
+        if len(self):
+            scores = np.fromiter(self.score, np.float64, len(self))
+            top = np.flatnonzero(scores == scores.max())
+            i = int(top[np.argmin(np.fromiter(self.length, np.int64, len(self))[top])])
             if is_better(self.score[i], self.length[i], score, length):
                 score, length, actions = self.score[i], self.length[i], self.actions[i]
         return score, int(length), actions
@@ -265,6 +262,81 @@ class Archive:
         self.done_score, self.done_length = float(state["done_score"]), float(state["done_length"])
         self.done_actions = state["done_actions"].numpy().copy()
         self.rooms = set(int(r) for r in state["rooms"])
+
+
+def neighbour_weights(rows: np.ndarray, fields: tuple[str, ...], horiz: float, vert: float,
+                      high_keys: float) -> np.ndarray:
+    """The neighbour terms of ``Archive.weights`` for domain cells given as rows of their fields: ``horiz``
+    (``vert``) for each missing neighbour at x ± 1 (y ± 1) within the range of x (y) seen, and ``high_keys``
+    where no cell at the same place (every field but ``keys``) holds more keys."""
+    n = len(rows)
+    out = np.zeros(n, np.float64)
+    if n == 0:
+        return out
+    lo, hi = rows.min(0), rows.max(0)
+    span = hi - lo + 1
+    if float(np.prod(span.astype(np.float64))) >= 2.0 ** 62:  # too wide to number every place: one by one
+        return np.array(_neighbour_weights_by_cell(rows, fields, horiz, vert, high_keys))
+    radix = np.concatenate([[1], np.cumprod(span[:-1])]).astype(np.int64)
+
+    def number(r: np.ndarray) -> np.ndarray:  # a distinct integer per key within [lo, hi]
+        return (r - lo) @ radix
+
+    ids = number(rows)
+    if float(np.prod(span.astype(np.float64))) <= 2 ** 24:  # a table of every place: one lookup per key
+        table = np.zeros(int(np.prod(span)), bool)
+        table[ids] = True
+
+        def found(x: np.ndarray) -> np.ndarray:
+            return table[x]
+    else:
+        known = np.sort(ids)
+
+        def found(x: np.ndarray) -> np.ndarray:
+            return known[np.searchsorted(known, x).clip(max=n - 1)] == x
+    fx, fy = fields.index("x"), fields.index("y")
+    for f, weight in ((fx, horiz), (fy, vert)):
+        if not weight:
+            continue
+        stride = radix[f]
+        for step in (-1, 1):
+            inside = (rows[:, f] + step >= lo[f]) & (rows[:, f] + step <= hi[f])
+            out += weight * (inside & ~found(np.where(inside, ids + step * stride, ids)))
+    if high_keys and "keys" in fields:
+        fk = fields.index("keys")
+        _, group = np.unique(ids - (rows[:, fk] - lo[fk]) * radix[fk], return_inverse=True)  # the place: keys at lo
+        most = np.full(group.max() + 1, np.iinfo(np.int64).min)
+        np.maximum.at(most, group, rows[:, fk])
+        out += high_keys * (most[group] <= rows[:, fk])
+    return out
+
+
+def _neighbour_weights_by_cell(rows: np.ndarray, fields: tuple[str, ...], horiz: float, vert: float,
+                               high_keys: float) -> list[float]:
+    """``neighbour_weights`` cell by cell, for keys whose ranges are too wide to number."""
+    keys = [tuple(int(v) for v in r) for r in rows]
+    fx, fy = fields.index("x"), fields.index("y")
+    known = set(keys)
+    ranges = {f: (int(rows[:, f].min()), int(rows[:, f].max())) for f in (fx, fy)}
+    fk = fields.index("keys") if "keys" in fields else None
+    most_keys: dict[tuple, int] = {}
+    if fk is not None:
+        for k in keys:
+            place = k[:fk] + k[fk + 1:]
+            most_keys[place] = max(most_keys.get(place, -1), k[fk])
+    out = []
+    for k in keys:
+        w = 0.0
+        for f, weight in ((fx, horiz), (fy, vert)):
+            if weight:
+                for step in (-1, 1):
+                    v = k[f] + step
+                    if ranges[f][0] <= v <= ranges[f][1] and k[:f] + (v,) + k[f + 1:] not in known:
+                        w += weight
+        if fk is not None and high_keys and most_keys[k[:fk] + k[fk + 1:]] <= k[fk]:
+            w += high_keys
+        out.append(w)
+    return out
 
 
 def explore(game: Game, archive: Archive, start: int, rng: np.random.Generator, cell_of: CellFunction,

@@ -38,7 +38,8 @@ from zoo.errors import CheckpointError, UserError
 from zoo.go_explore.archive import Archive, CellFunction, Downscaling, explore
 from zoo.go_explore.data import Game, make_game
 from zoo.go_explore.nets import actor_critic
-from zoo.go_explore.objective import move_start, search_downscale, selection_probabilities, self_imitation_loss
+from zoo.go_explore.objective import (draw_cell, move_start, search_downscale, selection_probabilities,
+                                      self_imitation_loss)
 from zoo.go_explore.robustify import BackwardRunner, Demo, SelfImitation, shorten
 from zoo.mdpo.objective import categorical_entropy, categorical_kl, categorical_log_prob, mdpo_on_policy_loss, step_size
 from zoo.module import Steps, ZooModule
@@ -289,11 +290,11 @@ class GoExplore(ZooModule):
         weights = archive.weights((hp.seen_weight, hp.seen_power), (hp.chosen_weight, hp.chosen_power),
                                   (hp.chosen_since_new_weight, hp.chosen_since_new_power), hp.horiz_weight,
                                   hp.vert_weight, hp.high_score_weight, hp.low_level_weight)
-        probs = selection_probabilities(weights).to(g.device)
+        cdf = selection_probabilities(weights).to(g.device).cumsum(0)
         frame_prob = hp.recent_frame_prob if hp.cell == "downscaled" else 0.0
         records, spent = [], 0
         while spent < hp.frames_per_step:
-            start = int(torch.multinomial(probs, 1, generator=g))
+            start = draw_cell(cdf, g)
             seed = int(torch.randint(2**62, (1,), generator=g, device=g.device))
             records.append(explore(self.game, archive, start, np.random.default_rng(seed), self.cell_of,
                                    hp.explore_steps, hp.mean_repeat, frame_prob))

@@ -169,6 +169,15 @@ def selection_probabilities(weights: Tensor) -> Tensor:
     return weights / total
 
 
+def draw_cell(cdf: Tensor, generator: torch.Generator | None = None) -> int:
+    """A cell c drawn with probability P(c), given ``cdf`` = the cumulative sum of P: one uniform draw and a
+    binary search, where ``torch.multinomial`` passes over every cell on every draw. A cell of weight 0 is
+    never drawn."""
+    u = torch.rand((), dtype=cdf.dtype, device=cdf.device, generator=generator) * cdf[-1]
+    i = int(torch.searchsorted(cdf, u, right=True))
+    return i if i < len(cdf) else int(torch.searchsorted(cdf, cdf[-1]))  # u rounded up to the total
+
+
 # -- archive update --------------------------------------------------------------------------------
 
 def is_better(score: float, length: int, old_score: float, old_length: float) -> bool:
