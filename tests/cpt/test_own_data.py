@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import load_recipe
+from tests.conftest import SHARED_DATA, load_recipe
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
          "--trainer.num_sanity_val_steps", "0", "--trainer.limit_val_batches", "1"]
@@ -93,3 +93,19 @@ def test_the_delta_of_template_tokens_carries_over_by_example_slot():
     expected[0], expected[2] = 1, 4  # example 0's templates; its text differs
     expected[5], expected[6], expected[7] = 7, 8, 9  # example 1: templates and the same text
     assert torch.equal(new, expected.unsqueeze(1).repeat(1, 2))  # example 2 had no slot in the old context
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "sentence-classification" / "sst2").is_dir(), reason="needs the shared SST-2 copy")
+def test_fine_tuning_the_release_on_its_own_data_keeps_its_context_and_all_of_delta(tmp_path, caplog):
+    """The release's own data, k and draw seed draw its own context again: every δ carries over (lr 0: the
+    step moves nothing, and the projection after it rounds δ by at most a few 1e-8)."""
+    from zoo import hub
+
+    release = hub.load("cpt-tiny-sst2")
+    cli = run(tmp_path, "--config", "recipes/configs/cpt/sst2.yaml", "--model.init_from", "cpt-tiny-sst2",
+              "--data.path", str(SHARED_DATA / "sentence-classification" / "sst2"), "--model.lr", "0",
+              "--trainer.max_steps", "1", "--trainer.val_check_interval", "1")
+    assert [list(e) for e in cli.model.hparams.examples] == [list(e) for e in release.hparams.examples]
+    assert any("drew the release's own context again (16 examples" in r.getMessage() for r in caplog.records)
+    torch.testing.assert_close(cli.model.prompt().delta_embedding.weight.detach(),
+                               release.prompt().delta_embedding.weight, rtol=1e-5, atol=1e-6)
