@@ -92,3 +92,19 @@ def pad_right(rows: Sequence[Sequence[int]], value: int) -> Tensor:
     for i, r in enumerate(rows):
         out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
     return out
+
+
+def transfer_delta(old_ids: Tensor, old_types: Tensor, old_delta: Tensor, new_ids: Tensor, new_types: Tensor) -> Tensor:
+    """CPT's δ of a context carried over to another context of the same templates: for every example slot i
+    and every role (type 4i+1 input template, 4i+2 text, 4i+3 output template), the slot's tokens of that role
+    take the old δ where they are the same tokens in both contexts, and δ = 0 elsewhere. So the templates' δ
+    moves to the new examples, a text's δ only where example i's text is the same text; label words and
+    separators have no δ (PEFT masks them), and the slots past the old context's k start at 0."""
+    new = old_delta.new_zeros(len(new_ids), old_delta.shape[1])
+    for t in new_types.unique().tolist():
+        if t <= 0 or t % 4 == 0:
+            continue
+        src, dst = old_types == t, new_types == t
+        if int(src.sum()) == int(dst.sum()) and torch.equal(old_ids[src], new_ids[dst]):
+            new[dst] = old_delta[src]
+    return new

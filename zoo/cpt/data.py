@@ -14,7 +14,9 @@
 The few-shot protocol: k training examples drawn from the train split with ``--data.draw_seed``
 (uniformly, without replacement); accuracy on the whole test split. The k examples are the model's
 (``--model.examples``, filled from this draw where not given): CPT's context and every method's
-training set.
+training set. A model that starts from a release (``--model.init_from``) draws a new context from this
+data, of the release's k unless ``--data.k`` is given, and the run says so once as it starts (``validate``
+and ``test`` evaluate the release's own context).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
+from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.errors import UserError
 from zoo.lm.data import read_lines
@@ -50,6 +53,7 @@ HF_SETS = {  # name: (datasets id, config, text column, label column, test split
 }
 SPLIT_NAMES = {"train": ("train",), "val": ("dev", "valid", "validation", "val"), "test": ("test",)}
 EMBEDDED_WORDS = {"number": " number", "string": " string", "list": " list"}
+DEFAULT_K = 8  # shots where neither --data.k nor a release gives them
 
 
 # -- the embedded task -------------------------------------------------------------------------
@@ -234,7 +238,7 @@ def collate_queries(items: list[dict[str, Any]], pad_id: int) -> dict[str, Tenso
 
 
 class FewShotDataModule(L.LightningDataModule):
-    def __init__(self, path: str | None = None, label_map: dict[str, str] | None = None, k: int = 16,
+    def __init__(self, path: str | None = None, label_map: dict[str, str] | None = None, k: int | None = None,
                  draw_seed: int = 0, batch_size: int = 4, eval_batch_size: int = 32, val_size: int | None = 200,
                  test_size: int | None = None, encoding: str = "utf-8") -> None:
         """
@@ -245,7 +249,8 @@ class FewShotDataModule(L.LightningDataModule):
             label_map: the word the model says for each label, e.g. {"0": " negative", "1": " positive"}
                 (known for the embedded task and the HF names); a leading space suits most tokenizers.
             k: training examples drawn from the train split (the shots); ignored where the model already
-                holds its examples (--model.examples, a release, a checkpoint).
+                holds its examples (--model.examples, a checkpoint). Empty: as many as the context of the
+                release the model starts from (--model.init_from), else 8.
             draw_seed: seed of the draw of the k examples (the few-shot protocol draws with several).
             batch_size: queries per training step and process (at most k).
             eval_batch_size: test examples per evaluation batch (each makes one row per label word).
@@ -256,7 +261,7 @@ class FewShotDataModule(L.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        if k < 1 or batch_size < 1 or eval_batch_size < 1:
+        if (k is not None and k < 1) or batch_size < 1 or eval_batch_size < 1:
             raise UserError("--data.k, --data.batch_size and --data.eval_batch_size must be at least 1")
         self.splits: dict[str, list[Example]] | None = None
         self.words: dict[str, str] = {}
@@ -294,9 +299,19 @@ class FewShotDataModule(L.LightningDataModule):
         if model is None:
             return
         shots = None
-        if model.hparams.examples is None:
+        release = getattr(model, "release_examples", None)
+        if model.hparams.examples is None and release and stage not in ("fit", None):
+            shots = [tuple(e) for e in release]  # validate or test a release: its own context, as released
+        elif model.hparams.examples is None:
+            k = self.hparams.k or (len(release) if release else DEFAULT_K)
             shots = [(text, self.words[label]) for text, label in
-                     draw_examples(self.splits["train"], self.hparams.k, self.hparams.draw_seed)]
+                     draw_examples(self.splits["train"], k, self.hparams.draw_seed)]
+            if release:  # said once: the next setup finds the model's examples
+                where = self.hparams.path if self.hparams.path is not None else "the embedded task"
+                rank_zero_info(f"drew the release's own context again ({k} examples from {where}): its trained δ "
+                               "is kept whole" if [list(s) for s in shots] == release else
+                               f"drew a new context of {k} examples from {where}; the release's own context is "
+                               "not used (the δ of its template tokens carries over, the δ of its texts does not)")
         model.set_task(shots, list(self.words.values()))
         self.model = model
 

@@ -11,7 +11,8 @@
 
 Every method classifies a query by the label words' likelihood after it, argmax_c log p(w_c | C, x),
 and every one reads its k examples from ``examples`` (the data module draws them where not given),
-so a checkpoint or release holds the context it was trained with.
+so a checkpoint or release holds the context it was trained with. Fine-tuning a release (``init_from``)
+draws a new context from the run's data and keeps what carries over (``CPT._start_from``).
 """
 from __future__ import annotations
 
@@ -25,13 +26,19 @@ from torchmetrics import MeanMetric
 
 from zoo.cpt.context import Templates, build_context, encode_example, overhead, pad_right, text_budget
 from zoo.cpt.objective import cpt_loss, label_scores, project, projection_radius
-from zoo.errors import UserError
+from zoo.errors import CheckpointError, UserError
 from zoo.lm.helpers import add_lora, cache_argument, context_length, load_causal_lm
 from zoo.module import ZooModule
 
 METHODS = ("cpt", "icl", "prompt_tuning", "lora", "full")
 PROMPT_METHODS = ("cpt", "icl", "prompt_tuning")  # PEFT prepends virtual tokens
 CONTEXT_METHODS = ("cpt", "icl")  # the k examples stand before the query
+
+
+def cut(value: Any, n: int = 80) -> str:
+    """``repr(value)``, cut to ``n`` characters: an error stays one readable line whatever a value holds."""
+    text = repr(value)
+    return text if len(text) <= n else f"{text[:n - 15]}... ({len(text)} characters)"
 
 
 def check_examples(examples: Sequence[Sequence[str]], label_words: Sequence[str], where: str = "--model.examples") -> None:
@@ -42,10 +49,10 @@ def check_examples(examples: Sequence[Sequence[str]], label_words: Sequence[str]
         if word in label_words:
             continue
         if word is None:
-            raise UserError(f"{where}: example {n} is {list(example)!r}; an example is a pair [text, label word]")
+            raise UserError(f"{where}: example {n} is {cut(list(example))}; an example is a pair [text, label word]")
         close = next((w for w in label_words if w.strip() == str(word).strip()), None)
         hint = f" (mind the spaces: the label word is {close!r})" if close is not None else ""
-        raise UserError(f"{where}: example {n} ({str(example[0])[:40]!r}) has the label word {word!r}, which is not "
+        raise UserError(f"{where}: example {n} ({str(example[0])[:40]!r}) has the label word {cut(word, 40)}, which is not "
                         f"one of the label words {list(label_words)} (--model.label_words, --data.label_map){hint}")
 
 
@@ -83,6 +90,8 @@ class CPT(ZooModule):
             base: the causal LM: a zoo id (``tiny-lm``), a save_pretrained directory or an HF hub name.
             examples: the k labelled examples as [text, label word] pairs: CPT's context and every method's
                 training set. Left empty, the data module fills them with its draw (--data.k, --data.draw_seed).
+                A model that starts from a release (init_from) draws its own from the data: the release's
+                examples are the release's training set, not this run's (docs/cpt.md, "Fine-tuning a release").
             label_words: the word of each class, in class order; filled from --data.label_map where empty.
             input_template: how an example's text is written; ``{}`` is the text.
             output_template: how its label is written; ``{}`` is the label word.
@@ -109,7 +118,14 @@ class CPT(ZooModule):
                 raise UserError(f"--model.{name} must be at least 0, got {value}")
         if not 0 < loss_decay <= 1:
             raise UserError(f"--model.loss_decay must lie in (0, 1], got {loss_decay}")
+        #: the context of the release this model starts from, where this run draws its own instead (None else)
+        self.release_examples: list[list[str]] | None = None
+        if init_from:
+            examples, label_words = self._leave_release_context(init_from, examples, label_words)
         self.save_hyperparameters()
+        if self.release_examples is not None:  # LightningCLI gives save_hyperparameters its own values: set ours
+            for hp in (self.hparams, self._hparams_initial):
+                hp.update(examples=examples, label_words=label_words)
         self.templates = Templates(input_template, output_template, intra_separator, inter_separator)
         self.templates.check()
         if examples is not None and label_words is not None:
@@ -136,10 +152,25 @@ class CPT(ZooModule):
 
     # -- the task: examples, label words, the model around them -------------------------------------
 
+    def _leave_release_context(self, init_from: str, examples: Any, label_words: Any) -> tuple[Any, Any]:
+        """Examples (and label words) that are the release's own, as --model.init_from fills them in, are left
+        empty for the data module's draw: fine-tuning a release trains on this run's data. Examples given
+        otherwise stay."""
+        from zoo import hub
+
+        _, release, _ = hub.release_hparams(init_from)
+        own = release.get("examples")
+        if own is None or (examples is not None and [list(e) for e in examples] != [list(e) for e in own]):
+            return examples, label_words
+        self.release_examples = [list(e) for e in own]
+        if label_words is not None and list(label_words) == list(release.get("label_words") or []):
+            label_words = None  # the data's label map gives the words
+        return None, label_words
+
     def set_task(self, examples: list[tuple[str, str]], label_words: list[str]) -> None:
         """The k examples and the label words from the data module, where the model has none yet (a model
-        that holds its examples, from --model.examples, a release or a checkpoint, keeps them); then the
-        method's model is built."""
+        that holds its examples, from --model.examples or a checkpoint, keeps them; one that starts from a
+        release has none: it draws its own); then the method's model is built."""
         hp = self.hparams
         if hp.label_words is not None and list(hp.label_words) != list(label_words):
             raise UserError(f"the model's label words {list(hp.label_words)} differ from the data's {list(label_words)} "
@@ -148,6 +179,8 @@ class CPT(ZooModule):
             hp["examples"] = [list(e) for e in examples]
         check_examples(hp.examples, label_words)
         hp["label_words"] = list(label_words)
+        # the run's hparams.yaml (written from the initial hyperparameters) holds the context it trains
+        self._hparams_initial.update(examples=[list(e) for e in hp.examples], label_words=list(label_words))
         if not self._built:
             self._build()
 
@@ -196,6 +229,44 @@ class CPT(ZooModule):
     def prompt(self):
         """PEFT's CPTEmbedding (cpt, icl): ``embedding`` E_C (frozen) and ``delta_embedding`` δ."""
         return self.model.prompt_encoder["default"]
+
+    # -- starting from a release ----------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        init_from = self.hparams.get("init_from")
+        if init_from and self._initialised_from != init_from:
+            self._start_from(init_from)
+            self._initialised_from = init_from
+        super().setup(stage)
+
+    def _start_from(self, init_from: str) -> None:
+        """The release's weights, where they fit this model; for a context other than the release's (cpt), the
+        δ of the tokens both contexts share in the same role and example slot (``transfer_delta``). A
+        resumed run restores its own weights after this."""
+        from zoo import hub
+        from zoo.cpt.context import transfer_delta
+
+        release = hub.load(init_from)
+        state = release.state_dict()
+        if (type(release) is type(self) and self.hparams.method in CONTEXT_METHODS
+                and release.hparams.method == self.hparams.method and not torch.equal(release.context_ids, self.context_ids)):
+            if self.hparams.method == "icl":
+                return  # in-context learning trains nothing: nothing of the release's carries over but its settings
+            with torch.no_grad():
+                delta = transfer_delta(release.context_ids, release.context_types,
+                                       release.prompt().delta_embedding.weight, self.context_ids, self.context_types)
+                self.prompt().delta_embedding.weight.copy_(project(delta, self.radius * (1 - 1e-6)))
+            return
+        mismatch = hub.state_mismatch(self, state)
+        if type(release) is not type(self) or mismatch:
+            own, theirs = dict(self.hparams), dict(release.hparams)
+            differ = [f"{k} {cut(theirs[k], 40)} (release) vs {cut(own[k], 40)} (this model)" for k in sorted(theirs)
+                      if k in own and k not in ("init_from", "examples") and theirs[k] != own[k]]
+            what = mismatch or f"a release of {type(release).__name__}"
+            what = what if len(what) <= 160 else f"{what[:150]}... ({len(what)} characters)"
+            raise CheckpointError(f"{init_from}: does not fit this model ({what})"
+                                  + (f"; hyperparameters that differ: {'; '.join(differ)}" if differ else ""))
+        self.load_state_dict(state)
 
     # -- encoding text ------------------------------------------------------------------------------
 

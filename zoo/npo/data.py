@@ -5,11 +5,17 @@ fictitious-authors set that the zoo generates deterministically.
 
 - nothing (the default): the embedded set, 100 fictitious authors with 6 questions each, written in
   TOFU's format by ``fictitious_authors()`` (no download);
-- a folder of TOFU JSON-lines files: ``full.json``, ``forget01.json`` / ``forget05.json`` /
-  ``forget10.json``, ``retain99.json`` / ``retain95.json`` / ``retain90.json``, and for evaluation
-  ``forgetXX_perturbed.json``, ``retain_perturbed.json``, ``real_authors_perturbed.json``,
-  ``world_facts_perturbed.json``. One JSON object a line with ``question`` and ``answer``; the
-  perturbed files add ``paraphrased_answer`` (forget and retain) and ``perturbed_answer`` (a list);
+- a folder of JSON-lines files, one JSON object a line with ``question`` and ``answer``. Two files are
+  needed: the forget file ``<forget_split>.json`` and the retain file ``<retain_split>.json`` (any
+  names: ``--data.forget_split forget --data.retain_split retain`` reads ``forget.json`` and
+  ``retain.json``). Richer folders add evaluations: ``<forget_split>_perturbed.json`` and
+  ``retain_perturbed.json`` (the same questions with ``paraphrased_answer`` and ``perturbed_answer``, a
+  list of wrong answers: truth ratios, and forget quality against a retain model),
+  ``real_authors_perturbed.json`` and ``world_facts_perturbed.json`` (model utility), ``full.json``
+  (the base model's fine-tuning set; else the retain and forget files together). TOFU's own folder
+  (``full``, ``forget01/05/10``, ``retain99/95/90`` and the perturbed files) is such a folder; with a
+  TOFU forget split the retain split is its complement (``forget10``: ``retain90``). What a folder
+  lacks is skipped, and said once at the start;
 - ``locuslab/TOFU`` (or ``hf:<name>``): the same splits through HF ``datasets`` when the hub can be reached.
 
 Training batches: ``--data.train_split full`` (fine-tune the base model), ``retain`` (the retain model:
@@ -20,11 +26,13 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.errors import UserError
 from zoo.lm.data import read_lines
@@ -32,6 +40,10 @@ from zoo.lm.helpers import prompt_response_batch
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
 EVAL_SETS = ("forget", "retain", "real_authors", "world_facts")
+#: the evaluations each optional file adds, as said when it is missing
+OPTIONAL = {"forget_eval": "truth ratios on the forget set and forget quality",
+            "retain_eval": "truth ratios on the retain set and retain utility",
+            "real_authors_eval": "model utility", "world_facts_eval": "model utility"}
 HUB_NAMES = ("locuslab/TOFU",)
 
 
@@ -147,8 +159,9 @@ def fictitious_authors(n_authors: int = 100, seed: int = 0) -> dict[str, list[di
 def read_jsonl(path: Path, perturbed: bool = False) -> list[dict[str, Any]]:
     """The records of a TOFU JSON-lines file; a bad line is an error naming the file and the line."""
     if not path.is_file():
-        raise UserError(f"--data.path: {path} is missing; a TOFU folder holds full.json, forgetXX.json, retainYY.json "
-                        "and the *_perturbed.json files for evaluation")
+        raise UserError(f"--data.path: {path} is missing; a folder holds at least the forget and the retain file "
+                        "(--data.forget_split and --data.retain_split name them: forget.json, retain.json), JSON "
+                        "lines with \"question\" and \"answer\"")
     records = []
     for n, line in enumerate(read_lines(path), start=1):
         if not line.strip():
@@ -175,14 +188,44 @@ def check_record(r: Any, where: str, perturbed: bool = False) -> dict[str, Any]:
     return r
 
 
-def load_splits(path: str | None, forget_split: str) -> dict[str, list[dict[str, Any]]]:
-    """The splits one run needs: full, forget, retain and the four evaluation sets, checked."""
-    if forget_split not in FORGET_SPLITS:
-        raise UserError(f"--data.forget_split {forget_split!r}: one of {', '.join(FORGET_SPLITS)}")
-    retain_split = f"retain{100 - int(forget_split[-2:])}"
+def retain_split_of(forget_split: str, retain_split: str | None) -> str:
+    """The retain split: the one given, else TOFU's complement of a TOFU forget split, else ``retain``."""
+    if retain_split is not None:
+        return retain_split
+    if re.fullmatch(r"forget\d\d", forget_split):
+        return f"retain{100 - int(forget_split[-2:])}"
+    return "retain"
+
+
+def load_splits(path: str | None, forget_split: str, retain_split: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The splits one run needs, checked: forget, retain and full (the retain and forget files together where
+    a folder has no full.json), and those of the evaluation sets (``forget_eval``, ``retain_eval``,
+    ``real_authors_eval``, ``world_facts_eval``) that the data has; a folder may lack the latter."""
+    retain_split = retain_split_of(forget_split, retain_split)
     names = {"full": "full", "forget": forget_split, "retain": retain_split,
              "forget_eval": f"{forget_split}_perturbed", "retain_eval": "retain_perturbed",
              "real_authors_eval": "real_authors_perturbed", "world_facts_eval": "world_facts_perturbed"}
+    if path is not None and Path(path).expanduser().is_dir():
+        root = Path(path).expanduser()
+        for name in (forget_split, retain_split):
+            if not name or "/" in name or name.startswith("."):
+                raise UserError(f"--data.forget_split / --data.retain_split {name!r}: the name of a file in {root} "
+                                "without its .json suffix (e.g. forget, retain)")
+        files = {k: root / f"{v}.json" for k, v in names.items()}
+        if not files["retain_eval"].is_file():  # a custom retain split's own perturbed file
+            files["retain_eval"] = root / f"{retain_split}_perturbed.json"
+        splits = {k: read_jsonl(f, k.endswith("_eval")) for k, f in files.items()
+                  if k in ("forget", "retain") or f.is_file()}
+        if "full" not in splits:
+            splits["full"] = splits["retain"] + splits["forget"]
+        where = {k: str(f) for k, f in files.items()}
+        where["full"] = str(files["full"]) if files["full"].is_file() else f"{files['retain']} + {files['forget']}"
+        check_splits(splits, where)
+        return splits
+    if forget_split not in FORGET_SPLITS or retain_split != retain_split_of(forget_split, None):
+        raise UserError(f"--data.forget_split {forget_split!r} --data.retain_split {retain_split!r}: TOFU's splits "
+                        f"are {', '.join(FORGET_SPLITS)}, each with its complement (retain99, retain95, retain90); "
+                        "splits of other names are files of a folder given with --data.path")
     if path is None:
         generated = fictitious_authors()
         splits = {k: generated[v] for k, v in names.items()}
@@ -190,16 +233,28 @@ def load_splits(path: str | None, forget_split: str) -> dict[str, list[dict[str,
         for k in names:
             for i, r in enumerate(splits[k], start=1):
                 check_record(r, f"{where[k]}:{i}", k.endswith("_eval"))
-    elif Path(path).expanduser().is_dir():
-        root = Path(path).expanduser()
-        splits = {k: read_jsonl(root / f"{v}.json", k.endswith("_eval")) for k, v in names.items()}
-        where = {k: str(root / f"{v}.json") for k, v in names.items()}
     elif path in HUB_NAMES or path.startswith("hf:"):
         splits, where = load_hub(path[3:] if path.startswith("hf:") else path, names)
     else:
         raise UserError(f"--data.path {path!r}: no such folder, and not {' or '.join(HUB_NAMES)} / hf:<name>")
     check_splits(splits, where)
     return splits
+
+
+def skipped(splits: dict[str, list[dict[str, Any]]], where: str, retain_model: bool, forget_split: str = "forget") -> str:
+    """What this data and model cannot evaluate, as one sentence ("" when nothing is skipped)."""
+    parts = []
+    if "forget_eval" not in splits:
+        parts.append(f"no {forget_split}_perturbed.json: truth ratios on the forget set and forget quality "
+                     "are skipped")
+    elif not retain_model:
+        parts.append("no --model.retain_model: forget quality is skipped")
+    if "retain_eval" not in splits:
+        parts.append("no retain_perturbed.json: the retain set's truth ratio and retain utility are skipped")
+    lacking = [n for n in ("real_authors", "world_facts") if f"{n}_eval" not in splits]
+    if lacking:
+        parts.append(f"no {' or '.join(n + '_perturbed.json' for n in lacking)}: model utility is skipped")
+    return f"{where}: " + "; ".join(parts) if parts else ""
 
 
 def load_hub(name: str, names: dict[str, str]) -> tuple[dict[str, list[dict]], dict[str, str]]:
@@ -233,7 +288,7 @@ def check_splits(splits: dict[str, list[dict]], where: dict[str, str]) -> None:
         if r["question"] in retain_questions:
             raise UserError(f"{where['forget']}:{i}: the question {r['question'][:80]!r} is also in {where['retain']}; "
                             "the forget and retain splits must not overlap")
-    forget_eval = splits["forget_eval"]
+    forget_eval = splits.get("forget_eval", splits["forget"])
     if len(forget_eval) != len(splits["forget"]):
         raise UserError(f"{where['forget_eval']}: {len(forget_eval)} lines, but {where['forget']} has "
                         f"{len(splits['forget'])}: the perturbed file does not match its split")
@@ -241,7 +296,7 @@ def check_splits(splits: dict[str, list[dict]], where: dict[str, str]) -> None:
         if a["question"] != b["question"]:
             raise UserError(f"{where['forget_eval']}:{i}: the question {a['question'][:80]!r} is not line {i} of "
                             f"{where['forget']}: the perturbed file does not match its split")
-    for i, r in enumerate(splits["retain_eval"], start=1):
+    for i, r in enumerate(splits.get("retain_eval", []), start=1):
         if r["question"] not in retain_questions:
             raise UserError(f"{where['retain_eval']}:{i}: the question {r['question'][:80]!r} is not in "
                             f"{where['retain']}: the perturbed file does not match the retain split")
@@ -304,15 +359,18 @@ class QABatches:
 
 
 class TOFUDataModule(L.LightningDataModule):
-    def __init__(self, path: str | None = None, forget_split: str = "forget10", train_split: str = "forget",
+    def __init__(self, path: str | None = None, forget_split: str = "forget10", retain_split: str | None = None,
+                 train_split: str = "forget",
                  batch_size: int = 32, max_length: int = 256, question_start: str = "Question: ",
                  question_end: str = "\n", answer_start: str = "Answer:") -> None:
         """
         Args:
-            path: a folder of TOFU JSON-lines files, ``locuslab/TOFU`` (HF hub), or nothing for the
-                embedded fictitious-authors set.
-            forget_split: ``forget01``, ``forget05`` or ``forget10``; its retain split is the rest
-                (retain99, retain95, retain90).
+            path: a folder of JSON-lines files (at least a forget and a retain file; TOFU's layout is one),
+                ``locuslab/TOFU`` (HF hub), or nothing for the embedded fictitious-authors set.
+            forget_split: the forget file's name without ``.json`` (``forget`` reads forget.json); TOFU's and
+                the embedded set's are ``forget01``, ``forget05`` and ``forget10``.
+            retain_split: the retain file's name without ``.json``; empty: the complement of a TOFU forget
+                split (forget10: retain90), else ``retain``.
             train_split: what a training step sees: ``forget`` (unlearning, each forget example with a
                 random retain example), ``retain`` (train the retain model) or ``full`` (fine-tune the base).
             batch_size: question-answer pairs per training batch and process.
@@ -349,7 +407,13 @@ class TOFUDataModule(L.LightningDataModule):
         self.tokenizer = getattr(model, "tokenizer", None)
         if self.tokenizer is None:
             raise UserError("the model has no tokenizer: --model.base must name a causal LM with one (e.g. tiny-lm)")
-        self.splits = load_splits(self.hparams.path, self.hparams.forget_split)
+        hp = self.hparams
+        self.splits = load_splits(hp.path, hp.forget_split, hp.retain_split)
+        note = skipped(self.splits, f"--data.path {hp.path or '<embedded>'}",
+                       bool(getattr(getattr(model, "hparams", {}), "get", lambda *_: None)("retain_model")),
+                       hp.forget_split)
+        if note:
+            rank_zero_info(note)
 
     def train_dataloader(self) -> QABatches:
         if self._train is None:
@@ -369,9 +433,14 @@ class TOFUDataModule(L.LightningDataModule):
         return self._train
 
     def eval_sets(self, size: int) -> dict[str, list[dict[str, Any]]]:
-        """The four evaluation sets, each cut to its first ``size`` items (TOFU's ds_size)."""
+        """The evaluation sets the data has, each cut to its first ``size`` items (TOFU's ds_size): the forget
+        and retain sets (their perturbed files where given, else their own questions, with no wrong answers to
+        compare), the real-author and world-fact sets where given."""
         self.setup("validate")
-        return {name: self.splits[f"{name}_eval"][:size] for name in EVAL_SETS}
+        sets = {name: self.splits[f"{name}_eval"][:size] for name in EVAL_SETS if f"{name}_eval" in self.splits}
+        for name in ("forget", "retain"):
+            sets.setdefault(name, self.splits[name][:size])
+        return {name: sets[name] for name in EVAL_SETS if name in sets}
 
     def val_dataloader(self):
         from zoo.module import Steps

@@ -77,19 +77,21 @@ def summarise(stats: dict[str, dict[str, Tensor]], retain_ratios: Tensor | None)
     """TOFU's numbers from the per-item statistics of each evaluation set.
 
     ``stats[set]`` holds ``gt`` [N] (answer), ``para`` [N] (paraphrase), ``pert`` [N, J] (perturbed
-    answers): per-token mean log-probs; ``rouge`` [N]: ROUGE-L recall of the greedy answers."""
+    answers): per-token mean log-probs; ``rouge`` [N]: ROUGE-L recall of the greedy answers. A set without
+    perturbed answers (no ``pert``) has no truth ratio, and what needs one is left out."""
     out: dict[str, float] = {}
     for name, s in stats.items():
         normalised = name in ("real_authors", "world_facts")
         out[f"{name}_prob"] = probability(s["gt"], s["pert"] if normalised else None)
         out[f"{name}_rouge"] = float(s["rouge"].mean())
-        out[f"{name}_truth_ratio"] = truth_ratio_score(truth_ratio(s["para"], s["pert"]), forget=name == "forget")
-    if all(n in stats for n in UTILITY_SETS):
+        if "pert" in s:
+            out[f"{name}_truth_ratio"] = truth_ratio_score(truth_ratio(s["para"], s["pert"]), forget=name == "forget")
+    if all(f"{n}_truth_ratio" in out for n in UTILITY_SETS):
         out["model_utility"] = model_utility([out[f"{n}_{m}"] for n in UTILITY_SETS
                                               for m in ("prob", "rouge", "truth_ratio")])
-    if "retain" in stats:  # the retain set's share of utility: what a model that knows no real facts keeps
+    if "retain_truth_ratio" in out:  # the retain set's share of utility: what a model that knows no real facts keeps
         out["retain_utility"] = model_utility([out[f"retain_{m}"] for m in ("prob", "rouge", "truth_ratio")])
-    if retain_ratios is not None and "forget" in stats:
+    if retain_ratios is not None and "forget_truth_ratio" in out:
         out["forget_quality"] = forget_quality(truth_ratio(stats["forget"]["para"], stats["forget"]["pert"]),
                                                retain_ratios)
     return out

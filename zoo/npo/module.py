@@ -242,12 +242,12 @@ class NPO(ZooModule):
             out = metrics.summarise(stats, retain)
         else:
             out = {}
-        ratios = metrics.truth_ratio(stats["forget"]["para"], stats["forget"]["pert"]) if "forget" in stats else None
+        ratios = metrics.truth_ratio(stats["forget"]["para"], stats["forget"]["pert"]) if "pert" in stats.get("forget", {}) else None
         return {"metrics": out, "forget_truth_ratio": ratios}
 
     def sharded_stats(self, model, dm, items: list[dict[str, Any]], generate: bool) -> dict[str, Tensor]:
         """``item_stats`` of every item, each rank computing every world_size-th one; gathered in order."""
-        width = max(len(r["perturbed_answer"]) for r in items)
+        width = max(len(r.get("perturbed_answer", ())) for r in items)
         trainer = self._trainer
         world = trainer.world_size if trainer is not None else 1
         if world == 1:
@@ -264,7 +264,15 @@ class NPO(ZooModule):
 
     def item_stats(self, model, dm, items: list[dict[str, Any]], generate: bool, width: int) -> dict[str, Tensor]:
         """Per-token mean log-probs of each item's answer, paraphrase and ``width`` perturbed answers (an
-        item with fewer counts the mean of its own), and the ROUGE-L recall of its greedy answer."""
+        item with fewer counts the mean of its own), and the ROUGE-L recall of its greedy answer. Items
+        without perturbed answers (``width`` 0) give the answer's alone."""
+        if width == 0:
+            avg = self.mean_log_probs(model, [dm.encode(r["question"], r["answer"]) for r in items], dm.hparams.max_length)
+            out = {"gt": avg}
+            if generate:
+                texts = self.greedy_answers(model, dm, [r["question"] for r in items])
+                out["rouge"] = metrics.rouge_l_recall(texts, [r["answer"] for r in items])
+            return out
         rows, owner = [], []
         for i, r in enumerate(items):
             answers = [r["answer"], r.get("paraphrased_answer", r["answer"]), *r["perturbed_answer"]]
@@ -323,7 +331,7 @@ class NPO(ZooModule):
     def retain_truth_ratios(self, dm) -> Tensor | None:
         """The retain model's truth ratios on the forget set (computed once; None without a retain model)."""
         source = self.hparams.retain_model
-        if source is None:
+        if source is None or "forget_eval" not in dm.splits:  # no perturbed answers: no truth ratios to compare
             return None
         if self._retain_ratios is None:
             if str(source).endswith(".json"):
