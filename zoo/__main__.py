@@ -17,6 +17,7 @@ import sys
 
 from zoo import hub
 from zoo.errors import UserError
+from zoo.module import load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             hub.list_models()
         elif args.command == "export":
             hub.check_target(args.directory)  # before the checkpoint is read: a folder export may not write to
-            model = hub.load(args.checkpoint, trust_code=args.trust_code)
+            model = load(args.checkpoint, trust_code=args.trust_code)
             manifest = hub.save(model, args.directory)
             print(f"exported {args.checkpoint} -> {args.directory} (manifest sha256 {manifest[:12]}…)")
         else:

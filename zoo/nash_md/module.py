@@ -334,13 +334,14 @@ def load_judge(source: str) -> nn.Module:
     generated task's true preference. A folder is verified like a release (zoo.lm.helpers.resolve_base); a name
     that comes from a file loads offline only (zoo/offline.py)."""
     from zoo import hub
+    from zoo.module import load
     from zoo.preference import PreferenceModel
 
     if source == "keyword-judge":
         return KeywordJudge()
     if source in hub.registry() or Path(source).expanduser().exists() and (
             str(source).endswith(".ckpt") or (Path(source).expanduser() / hub.MANIFEST).exists()):
-        model = hub.load(source)
+        model = load(source)
         if not isinstance(model, PreferenceModel):
             raise UserError(f"--model.preference_model {source}: a release of {type(model).__name__}, not a preference "
                             "or reward model (train one with recipes/preference.py)")
