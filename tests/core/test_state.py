@@ -5,6 +5,7 @@ import ast
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,6 +78,21 @@ def test_the_hub_imports_no_model_code_and_the_core_has_no_import_circle():
 
     circles = [m for m in CORE if m in reach(m, set())]
     assert not circles, {m: graph[m] for m in circles}
+
+
+# -- Go-Explore: the best trajectory ---------------------------------------------------------------
+
+def test_go_explore_checkpoint_load_and_export_replay_the_best_trajectory(tmp_path):
+    model, ckpt = fit("go_explore", tmp_path / "run")
+    best = float(model.best_score)
+    assert best > 0 and len(model.best_actions) > 0, "the tiny run found nothing to replay"
+    from_ckpt, exported = round_trip(ckpt, tmp_path)
+    for m in (from_ckpt, exported):
+        np.testing.assert_array_equal(m.best_actions, model.best_actions)
+        assert m.replay()[0] == pytest.approx(best)
+        assert float(m.best_score) == best
+    assert_same(from_ckpt.extra_state(), model.extra_state())
+    assert_same(exported.extra_state(), model.extra_state())
 
 
 # -- Deep GA: the seed chain ---------------------------------------------------------------------
