@@ -117,3 +117,14 @@ def test_lm_tokenizer_survives_checkpoint_load_export_load(tmp_path):
         assert m.tokenizer is not None
         assert m.tokenizer(text)["input_ids"] == model.tokenizer(text)["input_ids"]
         assert_same(m.extra_state(), model.extra_state())
+
+
+# -- Nash-MD: the judge ----------------------------------------------------------------------------
+
+def test_nash_md_loaded_from_a_checkpoint_compares_with_its_judge(tmp_path):
+    model, ckpt = fit("nash_md", tmp_path / "run")
+    loaded = zoo.load(ckpt)
+    prompts = ["Write about the sea."]
+    p, a, b = loaded.compare(prompts, loaded.policy, loaded.reference_model(), seed=0)
+    assert p.shape == (1,) and 0 <= float(p) <= 1
+    assert loaded.judge is not None
