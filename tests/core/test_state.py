@@ -128,3 +128,21 @@ def test_nash_md_loaded_from_a_checkpoint_compares_with_its_judge(tmp_path):
     p, a, b = loaded.compare(prompts, loaded.policy, loaded.reference_model(), seed=0)
     assert p.shape == (1,) and 0 <= float(p) <= 1
     assert loaded.judge is not None
+
+
+# -- export writes the documents a release folder promises -----------------------------------------
+
+def test_export_of_a_run_writes_card_metrics_and_curve(tmp_path):
+    _, ckpt = fit("op_gfn", tmp_path / "run")
+    out = tmp_path / "export"
+    assert main(["export", str(ckpt), str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"card.md", "metrics.json", "curve.png", "manifest.json", "hparams.yaml"} <= names
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics and all(isinstance(v, float) for v in metrics.values())
+    card = (out / "card.md").read_text()
+    assert "seed_everything" in card or "Seed: 0" in card
+    for word in ("Command", "torch", "lightning", "commit"):
+        assert word in card
+    assert isinstance(zoo.load(out), torch.nn.Module)  # the documents are not in the manifest, and load
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "run"]  # no temporary folder left
