@@ -11,12 +11,9 @@ registry. Release from a clean tree: the card names the commit that reproduces t
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import math
-import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,72 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from zoo import hub  # noqa: E402
+from zoo.cards import card, git_commit  # noqa: E402
 from zoo.cli import load_recipe, method_of  # noqa: E402
 from zoo.curves import plot_curve  # noqa: E402
-
-PACKAGES = ("torch", "lightning", "torchmetrics", "transformers", "peft", "torch-geometric", "gymnasium", "safetensors")
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for p in PACKAGES:
-        try:
-            out[p] = importlib.metadata.version(p)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        # checkpoints/ is what releases write (a re-release rewrites its own files), not code
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!checkpoints"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return head + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def card(release_id: str, method: str, data: str, command: str, seed, metrics: dict, model, licence: str,
-         commit: str) -> str:
-    cls = type(model)
-    doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or cls.__name__).strip().splitlines()[0]
-    rows = "\n".join(f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()))
-    vers = "\n".join(f"| {k} | {v} |" for k, v in versions().items())
-    return f"""# {release_id}
-
-{method}: {doc}
-
-Load it with `zoo.load("{release_id}")`; fine-tune it with `--model.init_from {release_id}`.
-
-## Data
-
-{data}. Licence: {licence}.
-
-## Command
-
-```
-{command}
-```
-
-Seed: {seed}. Git commit: {commit}.
-
-## Measured metrics (at the end of training)
-
-| metric | value |
-|---|---|
-{rows}
-
-![learning curve](curve.png)
-
-## Packages
-
-| package | version |
-|---|---|
-{vers}
-"""
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,

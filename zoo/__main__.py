@@ -4,19 +4,24 @@
     python -m zoo export RUN.ckpt DIR [--trust_code]     a run's checkpoint as a release folder
     python -m zoo verify ID_OR_DIR                       check a release against its manifest
 
-``export`` writes what ``scripts/release.py`` writes for the weights: the method's release format
-(for the language models, a Hugging Face folder with the tokenizer, which
-``AutoModelForCausalLM.from_pretrained`` reads), hparams.yaml and manifest.json. ``zoo.load(DIR)``
-and ``--model.init_from DIR`` take the folder. DIR is new, empty, or an earlier release, which is
+``export`` writes what ``scripts/release.py`` writes: the model's whole state in the method's release
+format (for the language models, a Hugging Face folder with the tokenizer, which
+``AutoModelForCausalLM.from_pretrained`` reads; a method's extra state, such as Go-Explore's best
+trajectory, beside it), hparams.yaml and manifest.json, and, from the run's folder, card.md (command,
+seed, package versions, commit, metrics), metrics.json and curve.png where the run logged them.
+``zoo.load(DIR)`` and ``--model.init_from DIR`` take the folder. DIR is new, empty, or an earlier release, which is
 replaced whole; export never deletes a file it did not write (a folder holding other files is refused).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from zoo import hub
+from zoo.cards import run_documents
 from zoo.errors import UserError
+from zoo.module import load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             hub.list_models()
         elif args.command == "export":
             hub.check_target(args.directory)  # before the checkpoint is read: a folder export may not write to
-            model = hub.load(args.checkpoint, trust_code=args.trust_code)
-            manifest = hub.save(model, args.directory)
+            model = load(args.checkpoint, trust_code=args.trust_code)
+            documents = run_documents(Path(args.checkpoint), model, args.directory)
+            manifest = hub.save(model, args.directory, documents)
             print(f"exported {args.checkpoint} -> {args.directory} (manifest sha256 {manifest[:12]}…)")
         else:
             path = hub.release_dir(args.release)

@@ -46,6 +46,7 @@ from lightning.pytorch.loggers import CSVLogger
 from zoo import hub, offline
 from zoo.curves import LearningCurve
 from zoo.errors import UserError
+from zoo.module import import_class, release_hparams
 from zoo.runs import (
     REMOTE,
     AtomicCheckpointIO,
@@ -231,9 +232,9 @@ class ZooCLI(LightningCLI):
         if ckpt_path:
             path = self.resolve_ckpt_path(str(ckpt_path), config)
             ckpt = hub.read_checkpoint(path)
-            cls, hparams, source = hub.import_class(ckpt["zoo_class_path"], path), hub.checkpoint_hparams(ckpt), path
+            cls, hparams, source = import_class(ckpt["zoo_class_path"], path), hub.checkpoint_hparams(ckpt), path
         elif init_from:
-            cls, hparams, source = hub.release_hparams(init_from)
+            cls, hparams, source = release_hparams(init_from)
             path = None
         else:
             return None

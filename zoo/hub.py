@@ -1,47 +1,47 @@
-"""Released checkpoints: a registry of ids, self-verifying release folders, and safe loading.
+"""Released checkpoints: a registry of ids, self-verifying release folders, and reading them safely.
 
 A release is a directory ``checkpoints/<id>/`` (or anywhere else) holding
 
     model.safetensors   the weights (never a pickle); the LM methods write a Hugging Face folder:
                         config.json, model.safetensors, tokenizer files
+    <group>.safetensors, <group>.json   the method's extra state (a trajectory, ...: zoo/files.py)
     hparams.yaml        {class_path: zoo.<method>.<Class>, init_args: {...}}
     manifest.json       the sha256 of every file the release loads from
     card.md, metrics.json, curve.png   what it is and how it measured (not read when loading)
 
 ``checkpoints/registry.json`` maps each id to its folder, method, data, headline metric and the
-sha256 of its manifest. ``load`` checks the manifest, and every file against it, wherever the folder
-lies, before it reads a byte: a file changed, added or missing is refused, naming it. It reads only
-safetensors, YAML and JSON, and Lightning checkpoints through ``torch.load(weights_only=True)``; it
-imports no class outside the zoo and no code that a file names (zoo/trust.py), and a model that a file
-names (a base, a judge) loads offline only, at the commit hparams.yaml records under ``revisions``
-(zoo/offline.py).
+sha256 of its manifest. ``verify`` checks the manifest, and every file against it, wherever the folder
+lies, before a byte is read: a file changed, added or missing is refused, naming it. This module knows
+files, manifests and hashes only: it reads YAML and JSON, and Lightning checkpoints through
+``torch.load(weights_only=True)``, and imports no model code. Building a model from a release or a
+checkpoint (``zoo.load``, ``--model.init_from``) is zoo/module.py's, which imports no class outside the
+zoo and no code that a file names (zoo/trust.py); a model that a file names (a base, a judge) loads
+offline only, at the commit hparams.yaml records under ``revisions`` (zoo/offline.py).
 """
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import yaml
 
 from zoo import offline
 from zoo.errors import CheckpointError
-from zoo.trust import check_code
+from zoo.files import (HPARAMS, MANIFEST, ROOT, WEIGHTS, hparams_diff, load_state, read_weights,  # noqa: F401
+                       state_mismatch, write_safetensors)
 
-ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
 REGISTRY = CHECKPOINTS / "registry.json"
-WEIGHTS, HPARAMS, MANIFEST = "model.safetensors", "hparams.yaml", "manifest.json"
 DOCUMENTS = ("card.md", "metrics.json", MANIFEST)  # describe a release; never read to build the model
 PICTURES = (".png", ".gif")
 
-__all__ = ["CheckpointError", "list_models", "load", "load_weights", "save", "registry", "release_dir", "verify"]
+__all__ = ["CheckpointError", "list_models", "save", "registry", "release_dir", "release_spec", "verify"]
 
 
 def sha256(path: Path) -> str:
@@ -162,31 +162,15 @@ def _resolve(id_or_path: str | Path) -> tuple[Path, str | None]:
 
 # -- reading ---------------------------------------------------------------------------------
 
-def import_class(class_path: Any, source: Path) -> type:
-    """The ZooModule class named by ``class_path``; nothing outside the zoo package is imported."""
-    from zoo.module import ZooModule
-
-    if not isinstance(class_path, str) or not class_path.startswith("zoo."):
-        raise CheckpointError(f"{source}: class_path {class_path!r} is outside the zoo package: refusing to import it")
-    module, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise CheckpointError(f"{source}: class_path {class_path!r} does not exist ({e})") from None
-    if not (isinstance(cls, type) and issubclass(cls, ZooModule)):
-        raise CheckpointError(f"{source}: class_path {class_path!r} is not a zoo model (a ZooModule): refusing it")
-    return cls
-
-
-def read_hparams(path: Path) -> tuple[type, dict[str, Any]]:
-    """(class, init_args) of a release's hparams.yaml."""
+def read_hparams(path: Path) -> tuple[str, dict[str, Any]]:
+    """(class_path, init_args) of a release's hparams.yaml; nothing is imported (zoo/module.py imports the class)."""
     try:
         spec = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise CheckpointError(f"{path}: not readable as YAML ({e})") from None
     if not isinstance(spec, dict) or "class_path" not in spec or not isinstance(spec.get("init_args") or {}, dict):
         raise CheckpointError(f"{path}: expected a mapping with class_path and init_args")
-    return import_class(spec["class_path"], path), dict(spec.get("init_args") or {})
+    return spec["class_path"], dict(spec.get("init_args") or {})
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -206,107 +190,18 @@ def checkpoint_hparams(ckpt: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if not k.startswith("_")}
 
 
-def release_hparams(id_or_path: str | Path) -> tuple[type, dict[str, Any], Path]:
-    """(class, init_args, the file they come from) of a release or checkpoint, verified, without building it."""
+def release_spec(id_or_path: str | Path) -> tuple[str, dict[str, Any], Path]:
+    """(class_path, init_args, the file they come from) of a release or checkpoint, verified; nothing is
+    imported or built (``zoo.module.release_hparams`` imports the class, ``zoo.load`` builds the model)."""
     path, pinned = _resolve(id_or_path)
     if path.is_file():
         ckpt = read_checkpoint(path)
-        return import_class(ckpt["zoo_class_path"], path), checkpoint_hparams(ckpt), path
+        return ckpt["zoo_class_path"], checkpoint_hparams(ckpt), path
     verify(path, pinned)
-    cls, init_args = read_hparams(path / HPARAMS) if (path / HPARAMS).is_file() else (None, None)
-    if cls is None:
+    if not (path / HPARAMS).is_file():
         raise CheckpointError(f"{path / HPARAMS}: missing; a release directory holds {HPARAMS}")
-    return cls, init_args, path / HPARAMS
-
-
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from None
-
-
-def state_mismatch(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> str:
-    """What keeps ``state`` from loading strictly into ``module`` ("" when it fits)."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in state and state[k].shape != own[k].shape]
-    parts = []
-    if missing:
-        parts.append(f"missing tensors {missing[:5]}")
-    if unexpected:
-        parts.append(f"unexpected tensors {unexpected[:5]}")
-    if wrong:
-        parts.append("shape mismatches " + "; ".join(wrong[:5]))
-    return ", ".join(parts)
-
-
-def hparams_diff(file_hparams: dict[str, Any], own: dict[str, Any], what: str = "release") -> str:
-    """The hyperparameters in which a file and a model differ, as a sentence ("" when none do)."""
-    diff = [f"{k} {file_hparams[k]!r} ({what}) vs {own[k]!r} (this model)"
-            for k in sorted(file_hparams) if k in own and not k.startswith("_") and k != "init_from"
-            and file_hparams[k] != own[k]]
-    return "hyperparameters that differ: " + "; ".join(diff) if diff else ""
-
-
-def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str,
-               differing: str = "") -> None:
-    """Load ``state`` strictly; a mismatch names the tensors (and ``differing``: what explains it)."""
-    mismatch = state_mismatch(module, state)
-    if mismatch:
-        why = differing or "the model's hyperparameters differ from those the weights were trained with"
-        raise CheckpointError(f"{source}: does not match the model ({mismatch}); {why}")
-    module.load_state_dict(state, strict=True)
-
-
-def load(id_or_path: str | Path, map_location: str | torch.device = "cpu", trust_code: bool = False) -> torch.nn.Module:
-    """The released (or saved) LightningModule in eval mode.
-
-    ``id_or_path``: an id from ``zoo.list_models()``, a release directory, or a Lightning ``.ckpt``
-    written by a ``fit`` run of a zoo recipe. ``trust_code``: allow hyperparameters that name code
-    outside the zoo (a user environment) to be imported; only for files whose origin you trust.
-    """
-    cls, init_args, source = release_hparams(id_or_path)
-    check_code(cls, init_args, source, trust_code)
-    init_args.pop("init_from", None)
-    if source.suffix != ".ckpt":
-        with offline.from_file(cls, init_args, source):  # models the file names load offline only
-            return cls.load_release(source.parent, init_args).to(map_location).eval()
-    ckpt = read_checkpoint(source)
-    with offline.from_file(cls, init_args, source, ckpt.get("zoo_revisions") or {}):
-        model = cls(**init_args)
-    load_state(model, ckpt["state_dict"], source)
-    if "zoo_tokenizer" in ckpt and hasattr(model, "tokenizer"):
-        from zoo.lm.tokenizer import tokenizer_from_files
-
-        model.tokenizer = tokenizer_from_files(ckpt["zoo_tokenizer"])
-    return model.to(map_location).eval()
-
-
-def load_weights(module: torch.nn.Module, id_or_path: str | Path, trust_code: bool = False) -> None:
-    """Load a release's (or checkpoint's) weights into ``module``, of the same class (fine-tuning);
-    a mismatch of method or size names the release and what differs."""
-    cls, init_args, source = release_hparams(id_or_path)
-    if cls is not type(module):
-        raise CheckpointError(f"{id_or_path}: a release of {cls.__module__}.{cls.__name__}, but this run trains "
-                              f"{type(module).__module__}.{type(module).__name__}; init_from takes a release of the same method")
-    own = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_") and k != "init_from"}
-    check_code(cls, init_args, source, trust_code, given=own)
-    init_args.pop("init_from", None)
-    differing = hparams_diff(init_args, own)
-    if source.suffix == ".ckpt":
-        state = read_checkpoint(source)["state_dict"]
-    else:  # the module's own names keep the marks they were built under; the file's new ones load offline
-        args = {**init_args, **{k: own[k] for k in own if k not in init_args}}
-        with offline.marking(getattr(module, "_names_from_files", {})), \
-                offline.from_file(cls, init_args, source, given=own):
-            state = cls.load_release(source.parent, args).state_dict()
-    load_state(module, state, id_or_path, differing)
+    class_path, init_args = read_hparams(path / HPARAMS)
+    return class_path, init_args, path / HPARAMS
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -319,12 +214,6 @@ def hparams_of(module: torch.nn.Module) -> dict[str, Any]:
     if offline.revisions(module):  # the hub commits its named models came from (zoo/offline.py)
         spec["revisions"] = offline.revisions(module)
     return spec
-
-
-def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, path)
 
 
 #: documents the zoo writes into a release folder (scripts/release.py, a method's save_release)
@@ -353,22 +242,30 @@ def check_target(directory: str | Path) -> Path:
     return directory
 
 
-def save(module: torch.nn.Module, directory: str | Path) -> str:
-    """Write a release directory: the weights (``module.save_release``), hparams.yaml and manifest.json.
-    Returns the sha256 of the manifest, which a registry entry pins.
+def save(module: torch.nn.Module, directory: str | Path, documents: Mapping[str, str | bytes] | None = None) -> str:
+    """Write a release directory: the model's whole state (``module.write_release``: its weights and its
+    extra state), hparams.yaml and manifest.json, and ``documents`` ({name: text or bytes}: card.md,
+    metrics.json, curve.png), which describe the release and are not in the manifest. Returns the sha256
+    of the manifest, which a registry entry pins.
 
     The release is written into a temporary folder beside ``directory`` and renamed into place, so an
     interrupted write leaves no half release; ``directory`` must be new, empty, or an earlier release
     (``check_target``), which is replaced whole."""
+    documents = dict(documents or {})
+    for name in documents:
+        if name not in WRITTEN_DOCUMENTS:
+            raise ValueError(f"{name!r} is not a document of a release (those are {', '.join(WRITTEN_DOCUMENTS)})")
     directory = check_target(directory).resolve()
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
     try:
-        module.save_release(tmp)
+        module.write_release(tmp)
         (tmp / HPARAMS).write_text(yaml.safe_dump(hparams_of(module), sort_keys=False))
         files = {f.name: sha256(f) for f in sorted(tmp.iterdir()) if f.is_file() and not is_document(f.name)}
         (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=2) + "\n")
         read_manifest(tmp)  # a release that lists no weights is an error now, not when someone loads it
+        for name, content in documents.items():
+            (tmp / name).write_bytes(content.encode() if isinstance(content, str) else content)
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private; a release is as readable as any folder made here

@@ -14,8 +14,12 @@ the base gives every method:
   decay, step sizes): ``--model.schedule_steps`` where the method has that hyperparameter, else the
   K stored in the checkpoint being resumed, else the trainer's ``max_steps``. It is stored in every
   checkpoint, so a run resumed with a larger ``max_steps`` keeps its schedule, and says so.
-- a ``tokenizer`` attribute (the language-model methods) is kept in every checkpoint, so that a run's
-  ``last.ckpt`` exports to a complete release.
+- one state: ``extra_state()`` is what the model is beyond its state dict (a tokenizer, a trajectory, a
+  context), and ``load_extra_state`` takes it back. Every path carries it alike: a checkpoint keeps it
+  under ``zoo_extra_state``; a release holds each group as ``<group>.safetensors`` or ``<group>.json``
+  (zoo/files.py), listed by the manifest; ``load`` (``zoo.load`` of a release or a ``.ckpt``, and so
+  ``python -m zoo export``), ``--model.init_from`` and ``--ckpt_path`` all go through
+  ``load_model_state``. A ``tokenizer`` attribute (the language-model methods) is extra state by default.
 
 What a method declares or overrides (all optional; the defaults are right for most methods):
 
@@ -31,12 +35,15 @@ What a method declares or overrides (all optional; the defaults are right for mo
 - ``scales_fp16_gradients``: False where the method steps its optimisers by hand, outside Lightning's
   precision plugin, so that 16-mixed's gradient scaler would be bypassed; such a method refuses
   ``--trainer.precision 16-mixed`` (bf16-mixed needs no scaler and is fine).
+- ``extra_state`` / ``load_extra_state``: the method's state beyond its weights (see above); call super.
 - ``save_release`` / ``load_release``: how a release directory holds the weights (safetensors of the
-  state dict by default; the LM methods write Hugging Face folders).
+  state dict by default; the LM methods write Hugging Face folders, which hold the tokenizer as well:
+  ``release_weights_hold`` names the extra-state groups that such a format already holds).
 - ``release_metrics``: measurements of the final model that a release card reports.
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +51,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from zoo import offline
+from zoo import files, hub, offline
 from zoo.errors import CheckpointError, UserError
+from zoo.trust import check_code
 
 
 class ZooModule(L.LightningModule):
@@ -57,6 +65,8 @@ class ZooModule(L.LightningModule):
     model_hparams: tuple[str, ...] = ()
     #: whether every optimiser step goes through Lightning's precision plugin (16-mixed's gradient scaler)
     scales_fp16_gradients: bool = True
+    #: extra-state groups that the release's weights format already holds (a Hugging Face folder's tokenizer)
+    release_weights_hold: tuple[str, ...] = ("tokenizer",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -78,9 +88,7 @@ class ZooModule(L.LightningModule):
                             "bf16-mixed (no scaler needed) or 32-true")
         init_from = self.hparams.get("init_from")
         if init_from and self._initialised_from != init_from:
-            from zoo import hub
-
-            hub.load_weights(self, init_from)
+            load_weights(self, init_from)
             self._initialised_from = init_from
 
     # -- logging ---------------------------------------------------------------------------
@@ -158,19 +166,13 @@ class ZooModule(L.LightningModule):
             checkpoint["zoo_schedule_steps"] = self._schedule_steps
         if offline.revisions(self):
             checkpoint["zoo_revisions"] = offline.revisions(self)
-        tokenizer = getattr(self, "tokenizer", None)
-        if tokenizer is not None:
-            from zoo.lm.tokenizer import tokenizer_files
-
-            checkpoint["zoo_tokenizer"] = tokenizer_files(tokenizer)
+        checkpoint["zoo_extra_state"] = self.extra_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if isinstance(checkpoint.get("state_dict"), dict):  # a clear error, before Lightning's strict load fails
-            from zoo import hub
-
-            mismatch = hub.state_mismatch(self, checkpoint["state_dict"])
+            mismatch = files.state_mismatch(self, checkpoint["state_dict"])
             if mismatch:
-                diff = hub.hparams_diff(checkpoint.get("hyper_parameters") or {}, dict(self.hparams), "checkpoint")
+                diff = files.hparams_diff(checkpoint.get("hyper_parameters") or {}, dict(self.hparams), "checkpoint")
                 raise CheckpointError(f"the checkpoint does not match the model ({mismatch}); "
                                       f"{diff or 'the model was built with other hyperparameters'}")
         if "zoo_rng_state" in checkpoint:
@@ -182,32 +184,142 @@ class ZooModule(L.LightningModule):
             torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
         if "zoo_schedule_steps" in checkpoint:
             self._stored_schedule_steps, self._schedule_steps = int(checkpoint["zoo_schedule_steps"]), None
-        if "zoo_tokenizer" in checkpoint and hasattr(self, "tokenizer"):
-            from zoo.lm.tokenizer import tokenizer_from_files
+        trainer = self._trainer
+        where = str(trainer.ckpt_path) if trainer is not None and trainer.ckpt_path else "the checkpoint"
+        self.load_extra_state(checkpoint_extra_state(checkpoint), where)
 
-            self.tokenizer = tokenizer_from_files(checkpoint["zoo_tokenizer"])
+    # -- the model's whole state: its weights and its extra state -----------------------------------
+
+    def extra_state(self) -> dict[str, Any]:
+        """What the model is beyond its state dict, {group: value}: a value is a mapping of names to tensors
+        (a release holds it as ``<group>.safetensors``) or anything JSON holds (``<group>.json``). A method
+        with such state overrides this and ``load_extra_state``, calling super. By default: the tokenizer."""
+        tokenizer = getattr(self, "tokenizer", None)
+        return {"tokenizer": files.tokenizer_files(tokenizer)} if tokenizer is not None else {}
+
+    def load_extra_state(self, state: dict[str, Any], source: str) -> None:
+        """Take back what ``extra_state`` returned (any subset of its groups: an older file may lack one);
+        ``source`` names the file, for errors."""
+        if state.get("tokenizer") is not None and hasattr(self, "tokenizer"):
+            self.tokenizer = files.tokenizer_from_files(state["tokenizer"], source)
+
+    def load_model_state(self, weights: dict[str, torch.Tensor], extra: dict[str, Any], source: Path | str,
+                         differing: str = "") -> None:
+        """The model's whole state from a file: the weights, strictly, then the extra state."""
+        files.load_state(self, weights, source, differing)
+        self.load_extra_state(extra, str(source))
 
     # -- releases (zoo/hub.py calls these; override where a method stores its weights otherwise) ---
 
+    def write_release(self, directory: Path) -> None:
+        """The model's whole state into a release directory: the weights (``save_release``), then each group of
+        the extra state that the weights' format does not already hold, as one file (zoo/files.py)."""
+        self.save_release(directory)
+        extra = {k: v for k, v in self.extra_state().items() if k not in self.release_weights_hold}
+        clash = [name for name in (files.extra_state_file(k, v) for k, v in extra.items()) if (Path(directory) / name).exists()]
+        if clash:
+            raise ValueError(f"{type(self).__name__}: the extra state's file {clash[0]} is written by save_release as well")
+        files.write_extra_state(extra, Path(directory))
+
+    @classmethod
+    def read_release(cls, directory: Path, init_args: dict[str, Any]) -> "ZooModule":
+        """The model of a (verified) release directory: built and given its weights by ``load_release``, then its
+        extra state from the groups' files."""
+        model = cls.load_release(directory, init_args)
+        groups = [k for k in model.extra_state() if k not in model.release_weights_hold]
+        for group, value in files.read_extra_state(Path(directory), groups).items():  # errors name the group's file
+            model.load_extra_state({group: value}, str(Path(directory) / files.extra_state_file(group, value)))
+        return model
+
     def save_release(self, directory: Path) -> None:
         """Write the weights into a release directory: ``model.safetensors`` of the state dict."""
-        from zoo import hub
-
-        hub.write_safetensors(self.state_dict(), Path(directory) / hub.WEIGHTS)
+        files.write_safetensors(self.state_dict(), Path(directory) / files.WEIGHTS)
 
     @classmethod
     def load_release(cls, directory: Path, init_args: dict[str, Any]) -> "ZooModule":
-        """The module of a (verified) release directory, built from its hyperparameters."""
-        from zoo import hub
-
+        """The module of a (verified) release directory, built from its hyperparameters, with its weights."""
         model = cls(**{k: v for k, v in init_args.items() if k != "init_from"})
-        weights = Path(directory) / hub.WEIGHTS
-        hub.load_state(model, hub.read_weights(weights), weights)
+        weights = Path(directory) / files.WEIGHTS
+        files.load_state(model, files.read_weights(weights), weights)
         return model
 
     def release_metrics(self) -> dict[str, float]:
         """Measurements of the final model for a release card, beyond the logged metrics (none by default)."""
         return {}
+
+
+def checkpoint_extra_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The extra state a checkpoint keeps (``zoo_extra_state``; a checkpoint written before it kept the
+    tokenizer alone, under ``zoo_tokenizer``)."""
+    extra = dict(checkpoint.get("zoo_extra_state") or {})
+    if "zoo_tokenizer" in checkpoint:
+        extra.setdefault("tokenizer", checkpoint["zoo_tokenizer"])
+    return extra
+
+
+# -- building a model from a release or a checkpoint: zoo.load, --model.init_from ----------------------
+
+def import_class(class_path: Any, source: Path | str) -> type[ZooModule]:
+    """The ZooModule class named by ``class_path``; nothing outside the zoo package is imported."""
+    if not isinstance(class_path, str) or not class_path.startswith("zoo."):
+        raise CheckpointError(f"{source}: class_path {class_path!r} is outside the zoo package: refusing to import it")
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise CheckpointError(f"{source}: class_path {class_path!r} does not exist ({e})") from None
+    if not (isinstance(cls, type) and issubclass(cls, ZooModule)):
+        raise CheckpointError(f"{source}: class_path {class_path!r} is not a zoo model (a ZooModule): refusing it")
+    return cls
+
+
+def release_hparams(id_or_path: str | Path) -> tuple[type[ZooModule], dict[str, Any], Path]:
+    """(class, init_args, the file they come from) of a release or checkpoint, verified, without building it."""
+    class_path, init_args, source = hub.release_spec(id_or_path)
+    return import_class(class_path, source), init_args, source
+
+
+def load(id_or_path: str | Path, map_location: str | torch.device = "cpu", trust_code: bool = False) -> ZooModule:
+    """The released (or saved) model, with its whole state, in eval mode.
+
+    ``id_or_path``: an id from ``zoo.list_models()``, a release directory, or a Lightning ``.ckpt``
+    written by a ``fit`` run of a zoo recipe. ``trust_code``: allow hyperparameters that name code
+    outside the zoo (a user environment) to be imported; only for files whose origin you trust.
+    """
+    cls, init_args, source = release_hparams(id_or_path)
+    check_code(cls, init_args, source, trust_code)
+    init_args.pop("init_from", None)
+    if source.suffix != ".ckpt":
+        with offline.from_file(cls, init_args, source):  # models the file names load offline only
+            return cls.read_release(source.parent, init_args).to(map_location).eval()
+    ckpt = hub.read_checkpoint(source)
+    with offline.from_file(cls, init_args, source, ckpt.get("zoo_revisions") or {}):
+        model = cls(**init_args)
+    model.load_model_state(ckpt["state_dict"], checkpoint_extra_state(ckpt), source)
+    return model.to(map_location).eval()
+
+
+def load_weights(module: ZooModule, id_or_path: str | Path, trust_code: bool = False) -> None:
+    """Load a release's (or checkpoint's) whole state into ``module``, of the same class (fine-tuning);
+    a mismatch of method or size names the release and what differs."""
+    cls, init_args, source = release_hparams(id_or_path)
+    if cls is not type(module):
+        raise CheckpointError(f"{id_or_path}: a release of {cls.__module__}.{cls.__name__}, but this run trains "
+                              f"{type(module).__module__}.{type(module).__name__}; init_from takes a release of the same method")
+    own = {k: v for k, v in dict(module.hparams).items() if not k.startswith("_") and k != "init_from"}
+    check_code(cls, init_args, source, trust_code, given=own)
+    init_args.pop("init_from", None)
+    differing = files.hparams_diff(init_args, own)
+    if source.suffix == ".ckpt":
+        ckpt = hub.read_checkpoint(source)
+        weights, extra = ckpt["state_dict"], checkpoint_extra_state(ckpt)
+    else:  # the module's own names keep the marks they were built under; the file's new ones load offline
+        args = {**init_args, **{k: own[k] for k in own if k not in init_args}}
+        with offline.marking(getattr(module, "_names_from_files", {})), \
+                offline.from_file(cls, init_args, source, given=own):
+            released = cls.read_release(source.parent, args)
+        weights, extra = released.state_dict(), released.extra_state()
+    module.load_model_state(weights, extra, id_or_path, differing)
 
 
 class Steps:

@@ -24,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import zoo  # noqa: E402
 from zoo.cli import load_recipe  # noqa: E402
 from zoo.lm import left_pad, sample  # noqa: E402
 from zoo.nash_md.objective import win_rate_interval  # noqa: E402
@@ -74,10 +75,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "nash_md")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from zoo import hub
     from zoo.lm import load_causal_lm
 
-    judge = hub.load("pref-tiny").eval()
+    judge = zoo.load("pref-tiny").eval()
     sft, tokenizer = load_causal_lm("tiny-lm")
     sft.eval()
     prompts = sentence_starts("eval")

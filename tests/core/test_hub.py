@@ -153,7 +153,7 @@ def test_a_truncated_safetensors_file_is_refused(release, tmp_path):
         zoo.load(other)
 
 
-@pytest.mark.parametrize("class_path", ["os.system", "zoo.rl.make_env", "zoo.hub.load"])
+@pytest.mark.parametrize("class_path", ["os.system", "zoo.rl.make_env", "zoo.module.load"])
 def test_a_class_path_that_is_not_a_zoo_model_is_never_used(release, tmp_path, class_path):
     _, directory = release
     other = tmp_path / "evil"

@@ -13,6 +13,7 @@ import yaml
 
 import zoo
 from zoo import hub
+from zoo.module import import_class
 from zoo.op_gfn import OPGFN
 from zoo.runs import AtomicCheckpointIO
 from zoo.trust import is_zoo_code
@@ -193,7 +194,7 @@ def test_the_recipes_with_dict_hyperparameters_are_all_covered():
     import typing
 
     for method, class_path in DICT_HPARAMS.items():
-        cls = hub.import_class(class_path, ROOT)
+        cls = import_class(class_path, ROOT)
         assert "dict" in str(typing.get_type_hints(cls.__init__)["env_kwargs"]), method
 
 

@@ -599,7 +599,6 @@ class GoExplore(ZooModule):
             "downscaling": self.downscaling.state_dict(), "frames": self.frames, "robust_steps": self.robust_steps,
             "reset_successes": self.reset_successes, "best_training_return": self.best_training_return,
             "history": torch.tensor(self.history, dtype=torch.float64).reshape(-1, 4),
-            "best_actions": torch.from_numpy(self.best_actions.astype(np.uint8)),
             "demo_actions": torch.from_numpy(self.demo.actions.astype(np.uint8)) if self.demo is not None else None,
             "runner": self.runner_state(),
         }
@@ -619,8 +618,8 @@ class GoExplore(ZooModule):
         if state is None:
             return
         where = str(self._trainer.ckpt_path) if self._trainer is not None and self._trainer.ckpt_path else "the checkpoint"
-        for name in ("best_actions", "demo_actions"):
-            if state[name] is not None:
+        for name in ("best_actions", "demo_actions"):  # best_actions: a checkpoint from before extra_state
+            if state.get(name) is not None:
                 self.check_trajectory(state[name], f"{where}: {name}")
         if state["archive"] is not None:
             self.archive = Archive()
@@ -631,34 +630,33 @@ class GoExplore(ZooModule):
         self.reset_successes = int(state["reset_successes"])
         self.best_training_return = float(state["best_training_return"])
         self.history = [tuple(row) for row in state["history"].tolist()]
-        self.best_actions = state["best_actions"].numpy().copy()
+        if state.get("best_actions") is not None:
+            self.best_actions = state["best_actions"].numpy().copy()
         self.demo = Demo(self.make_game(), state["demo_actions"].numpy()) if state["demo_actions"] is not None else None
         self.runner, self.imitation, self._pending_runner = None, None, state["runner"]
 
-    # -- releases: the weights, and the best trajectory beside them --------------------------------
+    # -- the model's state beyond its weights: the best trajectory -----------------------------------
+
+    def extra_state(self) -> dict[str, Any]:
+        """The best trajectory found (its actions, and its score): a release holds it as trajectory.safetensors."""
+        return {**super().extra_state(), "trajectory": {"actions": torch.from_numpy(self.best_actions.astype(np.uint8)),
+                                                        "score": self.best_score.detach().cpu().reshape(1)}}
+
+    def load_extra_state(self, state: dict[str, Any], source: str) -> None:
+        super().load_extra_state(state, source)
+        trajectory = state.get("trajectory")
+        if trajectory is None:
+            return
+        if not isinstance(trajectory, dict) or "actions" not in trajectory:
+            raise CheckpointError(f"{source}: the trajectory holds no 'actions' tensor (it holds "
+                                  f"{sorted(trajectory) if isinstance(trajectory, dict) else type(trajectory).__name__}); "
+                                  "a Go-Explore trajectory holds the best trajectory's actions")
+        self.best_actions = self.check_trajectory(trajectory["actions"], f"{source}: trajectory").numpy().astype(np.uint8)
 
     def save_release(self, directory: Path) -> None:
-        from zoo import hub
-
         super().save_release(directory)
-        hub.write_safetensors({"actions": torch.from_numpy(self.best_actions.astype(np.uint8)),
-                               "score": self.best_score.reshape(1)}, Path(directory) / TRAJECTORY)
         if self.hparams.write_media:
             self.write_media(Path(directory))
-
-    @classmethod
-    def load_release(cls, directory: Path, init_args: dict[str, Any]) -> "GoExplore":
-        from zoo import hub
-
-        model = super().load_release(directory, init_args)
-        path = Path(directory) / TRAJECTORY
-        if path.is_file():
-            state = hub.read_weights(path)
-            if "actions" not in state:
-                raise CheckpointError(f"{path}: no 'actions' tensor (it holds {sorted(state)}); a Go-Explore "
-                                      "trajectory file holds the best trajectory's actions")
-            model.best_actions = model.check_trajectory(state["actions"], str(path)).numpy().astype(np.uint8)
-        return model
 
     def check_trajectory(self, actions: Tensor, where: str) -> Tensor:
         """A trajectory read from a file: a 1-D tensor of integer action ids below the game's action count."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from zoo.errors import UserError
-from zoo.hub import ROOT
+from zoo.files import ROOT, tokenizer_files, tokenizer_from_files  # noqa: F401  (the files a checkpoint keeps)
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -75,23 +75,3 @@ def encode(tokenizer, text: str, chunk: int = 1 << 20) -> list[int]:
     for enc in backend.encode_batch(list(_lines(text, chunk)), add_special_tokens=False):
         ids.extend(enc.ids)
     return ids
-
-
-def tokenizer_files(tokenizer) -> dict[str, str]:
-    """A tokenizer as the text of the files ``save_pretrained`` writes, {file name: text}: how a
-    checkpoint keeps it (plain strings, so the checkpoint loads with ``weights_only=True``)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer.save_pretrained(tmp)
-        return {f.name: f.read_text(encoding="utf-8") for f in sorted(Path(tmp).iterdir()) if f.is_file()}
-
-
-def tokenizer_from_files(files: dict[str, str]):
-    """The tokenizer that ``tokenizer_files`` wrote down."""
-    from transformers import AutoTokenizer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, text in files.items():
-            if Path(name).name != name:
-                raise UserError(f"a tokenizer file name must be a plain name, got {name!r}")
-            (Path(tmp) / name).write_text(text, encoding="utf-8")
-        return AutoTokenizer.from_pretrained(tmp)

@@ -171,21 +171,29 @@ class NashMD(ZooModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if self.hparams.game is None and stage in ("fit", "validate", "test"):
+            self.load_judge()  # before the first step: a missing or wrong judge fails the run at once
+
+    def load_judge(self) -> nn.Module:
+        """The preference model that ``--model.preference_model`` names (loaded once, on first use: a model built
+        by ``zoo.load`` has it as soon as it compares, without a Trainer)."""
         hp = self.hparams
-        if hp.game is not None or self.judge is not None or stage not in ("fit", "validate", "test"):
-            return
+        if self.judge is not None:
+            return self.judge
         if hp.preference_model is None:
             raise UserError("--model.preference_model is needed to train or evaluate a policy: a release of "
                             "recipes/preference.py (e.g. pref-tiny) or a checkpoint of it")
         with offline.marking(self._names_from_files):  # a judge named by a file stays offline
-            object.__setattr__(self, "judge", freeze(load_judge(hp.preference_model)))
-        if hp.loss == "rlhf" and getattr(self.judge, "kind", "pairwise") != "bradley_terry":
+            judge = freeze(load_judge(hp.preference_model))
+        if hp.loss == "rlhf" and getattr(judge, "kind", "pairwise") != "bradley_terry":
             raise UserError(f"--model.loss rlhf needs a reward model, but --model.preference_model "
                             f"{hp.preference_model} is a pairwise preference model: train one with "
                             "recipes/preference.py --model.kind bradley_terry")
+        object.__setattr__(self, "judge", judge)
+        return judge
 
     def judge_on_device(self) -> nn.Module:
-        return self.judge.to(self.device)
+        return self.load_judge().to(self.device)
 
     # -- sampling ------------------------------------------------------------------------------------
 
@@ -334,13 +342,14 @@ def load_judge(source: str) -> nn.Module:
     generated task's true preference. A folder is verified like a release (zoo.lm.helpers.resolve_base); a name
     that comes from a file loads offline only (zoo/offline.py)."""
     from zoo import hub
+    from zoo.module import load
     from zoo.preference import PreferenceModel
 
     if source == "keyword-judge":
         return KeywordJudge()
     if source in hub.registry() or Path(source).expanduser().exists() and (
             str(source).endswith(".ckpt") or (Path(source).expanduser() / hub.MANIFEST).exists()):
-        model = hub.load(source)
+        model = load(source)
         if not isinstance(model, PreferenceModel):
             raise UserError(f"--model.preference_model {source}: a release of {type(model).__name__}, not a preference "
                             "or reward model (train one with recipes/preference.py)")

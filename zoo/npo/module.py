@@ -401,9 +401,9 @@ def read_truth_ratios(path: Path, forget_split: str) -> list[float]:
 def load_retain_model(source: str) -> torch.nn.Module:
     """The retain model's HF network from a zoo id, a folder, an HF name, or a ``.ckpt`` of an npo run."""
     if str(source).endswith(".ckpt"):
-        from zoo import hub
+        from zoo.module import load
 
-        module = hub.load(source)
+        module = load(source)
         model = module.model
         return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
     model, _ = load_causal_lm(source, "--model.retain_model")

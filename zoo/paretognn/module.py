@@ -203,9 +203,9 @@ class ParetoGNN(ZooModule):
     def setup(self, stage: str) -> None:
         init_from = self.hparams.get("init_from")
         if init_from and self._initialised_from != init_from:  # a release for graphs of another feature width
-            from zoo import hub
+            from zoo.module import release_hparams
 
-            width, ours = hub.release_hparams(init_from)[1].get("in_channels"), self.hparams.in_channels
+            width, ours = release_hparams(init_from)[1].get("in_channels"), self.hparams.in_channels
             if width is not None and width != ours:
                 raise CheckpointError(f"--model.init_from {init_from}: the release's encoder reads {width} node features, "
                                       f"this graph has {ours}, which its first layer cannot take; fine-tune a release "
