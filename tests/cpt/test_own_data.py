@@ -8,6 +8,8 @@ import pytest
 import torch
 import yaml
 
+import zoo
+
 from tests.conftest import SHARED_DATA, load_recipe
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
@@ -49,9 +51,7 @@ def test_the_readme_row_trains_on_a_folder_and_writes_its_context(folder, tmp_pa
 
 
 def test_fine_tuning_the_release_on_a_folder_draws_its_context_from_the_folder(folder, tmp_path, caplog):
-    from zoo import hub
-
-    release = hub.load("cpt-tiny-sst2")
+    release = zoo.load("cpt-tiny-sst2")
     cli = run(tmp_path, "--model.init_from", "cpt-tiny-sst2", "--data.path", str(folder),
               "--data.label_map", '{"0": " bad", "1": " good"}')
     examples = cli.model.hparams.examples
@@ -99,9 +99,7 @@ def test_the_delta_of_template_tokens_carries_over_by_example_slot():
 def test_fine_tuning_the_release_on_its_own_data_keeps_its_context_and_all_of_delta(tmp_path, caplog):
     """The release's own data, k and draw seed draw its own context again: every δ carries over (lr 0: the
     step moves nothing, and the projection after it rounds δ by at most a few 1e-8)."""
-    from zoo import hub
-
-    release = hub.load("cpt-tiny-sst2")
+    release = zoo.load("cpt-tiny-sst2")
     cli = run(tmp_path, "--config", "recipes/configs/cpt/sst2.yaml", "--model.init_from", "cpt-tiny-sst2",
               "--data.path", str(SHARED_DATA / "sentence-classification" / "sst2"), "--model.lr", "0",
               "--trainer.max_steps", "1", "--trainer.val_check_interval", "1")

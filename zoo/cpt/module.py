@@ -158,7 +158,7 @@ class CPT(ZooModule):
         otherwise stay."""
         from zoo import hub
 
-        _, release, _ = hub.release_hparams(init_from)
+        _, release, _ = hub.release_spec(init_from)
         own = release.get("examples")
         if own is None or (examples is not None and [list(e) for e in examples] != [list(e) for e in own]):
             return examples, label_words
@@ -245,8 +245,9 @@ class CPT(ZooModule):
         resumed run restores its own weights after this."""
         from zoo import hub
         from zoo.cpt.context import transfer_delta
+        from zoo.module import load
 
-        release = hub.load(init_from)
+        release = load(init_from)
         state = release.state_dict()
         if (type(release) is type(self) and self.hparams.method in CONTEXT_METHODS
                 and release.hparams.method == self.hparams.method and not torch.equal(release.context_ids, self.context_ids)):
