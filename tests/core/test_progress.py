@@ -1,0 +1,127 @@
+"""What a run shows while it runs: progress toward what will end it, evaluation progress, one final line,
+the method's headline in the plain line, log files of whole lines, and a first screen without warnings."""
+import io
+import re
+import types
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.demos.boring_classes import BoringModel
+
+from zoo import runs
+from zoo.runs import PlainProgress
+
+from ..conftest import ROOT, load_recipe
+
+
+class Clock:
+    """time.monotonic for zoo.runs that a test moves by hand: one second per training step."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    c = Clock()
+    monkeypatch.setattr(runs, "time", types.SimpleNamespace(monotonic=c.monotonic))
+    return c
+
+
+class Budgeted(BoringModel):
+    """Ten environment steps per training step, a budget of 100: the budget ends the run, long before max_steps."""
+
+    curve_metrics = ("train/best_score", "train/cells", "val/success", "train/start")
+
+    def __init__(self, clock=None, budget: int = 100) -> None:
+        super().__init__()
+        self.clock, self.budget, self.env_steps = clock, budget, 0
+
+    def progress(self) -> float:
+        return self.env_steps / self.budget
+
+    def training_step(self, batch, batch_idx):
+        if self.clock is not None:
+            self.clock.now += 1.0
+        self.env_steps += 10
+        out = super().training_step(batch, batch_idx)
+        self.log("train/start", float(self.global_step))  # a phase-2 metric: the curve's fourth
+        if self.env_steps >= self.budget:
+            self.trainer.should_stop = True
+        return out
+
+
+def trainer(progress, **kwargs):
+    kwargs = {"max_steps": 1000, "logger": False, "enable_checkpointing": False, "enable_model_summary": False,
+              "limit_val_batches": 0, "callbacks": [progress], **kwargs}
+    return L.Trainer(accelerator="cpu", devices=1, **kwargs)
+
+
+def lines(stream: io.StringIO) -> list[str]:
+    return stream.getvalue().splitlines()
+
+
+def test_time_left_counts_toward_the_method_s_own_budget(clock):
+    out = io.StringIO()
+    trainer(PlainProgress(every=0.5, stream=out)).fit(Budgeted(clock))
+    at_5 = next(line for line in lines(out) if line.startswith("step 5/1000 "))
+    # 5 s for half the budget: 5 s left (counted from max_steps it would be 995 s)
+    assert "50%" in at_5 and at_5.endswith("0:00:05 left"), at_5
+
+
+def test_the_plain_line_shows_the_headline_the_run_logs(clock):
+    out = io.StringIO()
+    trainer(PlainProgress(every=0.5, stream=out)).fit(Budgeted(clock))
+    assert all("train/start " in line for line in lines(out)), lines(out)
+
+
+def test_the_final_line_is_printed_once(clock):
+    out = io.StringIO()
+    trainer(PlainProgress(every=0, stream=out), limit_val_batches=2, val_check_interval=10).fit(Budgeted(clock))
+    finals = [line for line in lines(out) if line.startswith("step 10/")]
+    assert len(finals) == 1, lines(out)
+
+
+@pytest.mark.parametrize("stage", ["test", "validate", "predict"])
+def test_evaluation_prints_batches_done_of_the_total(stage):
+    out = io.StringIO()
+    t = trainer(PlainProgress(every=0, stream=out), **{f"limit_{'val' if stage == 'validate' else stage}_batches": 3})
+    getattr(t, stage)(BoringModel(), verbose=False) if stage != "predict" else t.predict(BoringModel())
+    word = {"test": "testing", "validate": "validating", "predict": "predicting"}[stage]
+    assert [line.split(" · ")[0] for line in lines(out)] == [f"{word} {i}/3 batches" for i in (1, 2, 3)], lines(out)
+
+
+# -- Deep GA: its budgets end the run, and its progress counts toward them -----------------------
+
+DEEP_GA_TINY = str(ROOT / "recipes" / "configs" / "deep_ga" / "tiny.yaml")
+
+
+def deep_ga(root, *args):
+    return load_recipe("deep_ga").main(["fit", "--config", DEEP_GA_TINY, "--trainer.default_root_dir", str(root),
+                                        "--trainer.logger", "false", *args]).model
+
+
+def test_deep_ga_progress_is_its_share_of_the_env_step_budget():
+    from zoo.deep_ga import DeepGA
+
+    model = DeepGA(env="zoo/HardMaze-v0", env_kwargs={"steps": 30}, hidden_sizes=[8], max_env_steps=1000)
+    model.env_steps = 250
+    assert model.progress() == 0.25
+    assert DeepGA(env="zoo/HardMaze-v0", env_kwargs={"steps": 30}, hidden_sizes=[8]).progress() is None
+
+
+def test_deep_ga_checks_its_target_every_generation(tmp_path):
+    """Validation comes every steps_per_epoch generations (3 here, and never with limit_val_batches 0); the target
+    is checked after every generation all the same."""
+    model = deep_ga(tmp_path, "--trainer.max_steps", "6", "--model.target_return=-1e9")
+    assert model.generation == 1
+
+
+def test_deep_ga_generation_that_crosses_the_env_step_budget_is_the_last(tmp_path):
+    model = deep_ga(tmp_path, "--trainer.max_steps", "20", "--model.max_env_steps", "500")
+    per_generation = model.env_steps / model.generation
+    assert model.env_steps >= 500 and model.env_steps - per_generation < 500, (model.env_steps, model.generation)
