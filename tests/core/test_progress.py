@@ -1,12 +1,16 @@
 """What a run shows while it runs: progress toward what will end it, evaluation progress, one final line,
 the method's headline in the plain line, log files of whole lines, and a first screen without warnings."""
 import io
+import math
+import os
 import re
+import subprocess
+import sys
 import types
 
 import lightning as L
 import pytest
-import torch
+import yaml
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from zoo import runs
@@ -125,3 +129,55 @@ def test_deep_ga_generation_that_crosses_the_env_step_budget_is_the_last(tmp_pat
     model = deep_ga(tmp_path, "--trainer.max_steps", "20", "--model.max_env_steps", "500")
     per_generation = model.env_steps / model.generation
     assert model.env_steps >= 500 and model.env_steps - per_generation < 500, (model.env_steps, model.generation)
+
+
+# -- log files of whole lines, and a first screen without warnings ------------------------------
+
+def run(args, tmp_path, timeout=600):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+WARNING = re.compile(r"Warning|\.py:\d+: ")  # Python's warnings, and Lightning's (path.py:line: message)
+
+
+def test_loading_the_zoo_s_language_models_writes_no_bar_and_no_warning(tmp_path):
+    """A CPT release wraps tiny-lm with PEFT: no "Loading weights" bar, no carriage return, no FutureWarning."""
+    out = run(["-c", "import zoo; zoo.load('cpt-tiny-sst2'); zoo.load('tiny-lm')"], tmp_path)
+    assert "\r" not in out.stderr and not WARNING.search(out.stderr), out.stderr
+
+
+def test_the_gguf_dequantisation_bar_stays_out_of_log_files():
+    import transformers.modeling_gguf_pytorch_utils as gguf
+
+    from zoo.lm.helpers import quiet_loading
+
+    shown, log = io.StringIO(), io.StringIO()
+    for _ in gguf.tqdm(range(3), file=shown):
+        pass
+    with quiet_loading():
+        for _ in gguf.tqdm(range(3), file=log):  # a file is not a terminal
+            pass
+    assert "\r" in shown.getvalue() and log.getvalue() == ""
+
+
+@pytest.mark.parametrize("method", ["cpt", "npo", "preference"])
+def test_the_default_config_starts_without_warnings(method, tmp_path):
+    out = run([str(ROOT / "recipes" / f"{method}.py"), "fit", "--trainer.max_steps", "1", "--trainer.limit_val_batches",
+               "1", "--trainer.default_root_dir", str(tmp_path)], tmp_path)
+    warnings = [line for line in out.stderr.splitlines() if WARNING.search(line)]
+    assert not warnings, warnings
+    assert "\r" not in out.stderr
+
+
+def test_cpt_configs_log_within_an_epoch():
+    """An epoch of CPT is the k context examples in batches: a logging interval longer than that is never reached
+    (Lightning warns at the start). Checked for every shipped config, the GGUF ones included."""
+    for path in sorted((ROOT / "recipes" / "configs" / "cpt").glob("*.yaml")):
+        config = yaml.safe_load(path.read_text())
+        data, trainer = config.get("data") or {}, config.get("trainer") or {}
+        batches = math.ceil(data.get("k", 16) / data.get("batch_size", 4))  # the data module's defaults
+        assert trainer.get("log_every_n_steps", 50) <= batches, (path.name, batches)
