@@ -181,3 +181,18 @@ def test_cpt_configs_log_within_an_epoch():
         data, trainer = config.get("data") or {}, config.get("trainer") or {}
         batches = math.ceil(data.get("k", 16) / data.get("batch_size", 4))  # the data module's defaults
         assert trainer.get("log_every_n_steps", 50) <= batches, (path.name, batches)
+
+
+# -- zoo.list_models in a pipe --------------------------------------------------------------------
+
+def test_list_models_in_an_80_column_pipe_is_a_line_per_release(capsys, monkeypatch):
+    import zoo
+
+    monkeypatch.setenv("COLUMNS", "80")
+    rows = zoo.list_models()
+    out = capsys.readouterr().out.splitlines()
+    assert len(rows) > 10 and all(len(line) <= 80 for line in out), out
+    assert len(out) <= len(rows) + 2, len(out)  # a title and a header at most
+    for row in rows:  # each release on its own line: id, method, headline
+        line = next(line for line in out if line.split()[:1] == [row["id"]])
+        assert row["method"] in line and row["headline"]["name"] in line, line
