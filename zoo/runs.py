@@ -331,6 +331,15 @@ def run_fraction(trainer: L.Trainer, pl_module: L.LightningModule) -> float | No
     return min(max(shares), 1.0) if shares else None
 
 
+def _not_logged_this_epoch(trainer: L.Trainer) -> set[str]:
+    """The training metrics logged in an earlier epoch and not since this one began."""
+    try:
+        results = trainer.fit_loop.epoch_loop._results
+        return {metric.meta.name for metric in results.values() if metric.has_reset}
+    except AttributeError:  # another Lightning: every metric counts as current
+        return set()
+
+
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -368,6 +377,7 @@ class PlainProgress(ProgressBar):
         self._first_fraction: float | None = None
         self._printed: tuple[int, tuple[str, ...]] | None = None  # (step, metrics) of the last training line
         self._eval_start = self._eval_last = 0.0
+        self._stale: set[str] = set()  # as of the last training step: fit's end has closed the epoch
 
     def disable(self) -> None:
         self._enabled = False
@@ -382,22 +392,21 @@ class PlainProgress(ProgressBar):
         self._start = self._last = time.monotonic()
         self._first_step = trainer.global_step
         self._first_fraction = run_fraction(trainer, pl_module)
-        self._printed = None
+        self._printed, self._stale = None, set()
 
     def headline(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[str]:
-        """Up to two metrics: the first of the method's ``curve_metrics`` that the run has logged (a method
-        whose phases log different metrics shows each phase's), else the loss."""
+        """Up to two metrics: the first of the method's ``curve_metrics`` (else the loss) that the run logs. A
+        training metric not logged since the epoch began (a phase that has ended: Go-Explore's exploration
+        once it robustifies) gives way to those that are."""
         metrics = {**trainer.callback_metrics, **self.get_metrics(trainer, pl_module)}
-        parts: list[str] = []
+        shown = []
         for key in (*getattr(pl_module, "curve_metrics", ()), "loss", "train/loss"):
-            if key in metrics:
-                try:
-                    parts.append(f"{key} {float(metrics[key]):.4g}")
-                except (TypeError, ValueError):
-                    continue
-                if len(parts) == 2:
-                    break
-        return parts
+            try:
+                shown.append((key, float(metrics[key])))
+            except (KeyError, TypeError, ValueError):
+                continue
+        shown = [kv for kv in shown if kv[0] not in self._stale] or shown
+        return [f"{key} {value:.4g}" for key, value in shown[:2]]
 
     def line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str:
         step, total = trainer.global_step, trainer.max_steps
@@ -419,6 +428,7 @@ class PlainProgress(ProgressBar):
         self._print(self.line(trainer, pl_module))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._stale = _not_logged_this_epoch(trainer)
         now = time.monotonic()
         last_step = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
         if self._enabled and trainer.is_global_zero and now - self._last >= self.every and not last_step:

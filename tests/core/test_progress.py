@@ -53,7 +53,8 @@ class Budgeted(BoringModel):
             self.clock.now += 1.0
         self.env_steps += 10
         out = super().training_step(batch, batch_idx)
-        self.log("train/start", float(self.global_step))  # a phase-2 metric: the curve's fourth
+        # Go-Explore's metrics: phase 1 logs the curve's first, phase 2 (from step 3 here) its fourth
+        self.log("train/best_score" if self.global_step < 3 else "train/start", float(self.global_step))
         if self.env_steps >= self.budget:
             self.trainer.should_stop = True
         return out
@@ -78,9 +79,13 @@ def test_time_left_counts_toward_the_method_s_own_budget(clock):
 
 
 def test_the_plain_line_shows_the_headline_the_run_logs(clock):
+    """Each phase's own metrics: phase 1's stop showing once an epoch (4 steps) has passed without them."""
     out = io.StringIO()
-    trainer(PlainProgress(every=0.5, stream=out)).fit(Budgeted(clock))
-    assert all("train/start " in line for line in lines(out)), lines(out)
+    trainer(PlainProgress(every=0.5, stream=out), limit_train_batches=4).fit(Budgeted(clock))
+    by_step = {int(line.split()[1].split("/")[0]): line for line in lines(out)}
+    assert "train/best_score " in by_step[1] and "train/start" not in by_step[1], by_step[1]
+    for step in range(9, 11):
+        assert "train/start " in by_step[step] and "train/best_score" not in by_step[step], by_step[step]
 
 
 def test_the_final_line_is_printed_once(clock):
