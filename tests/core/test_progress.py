@@ -201,3 +201,21 @@ def test_list_models_in_an_80_column_pipe_is_a_line_per_release(capsys, monkeypa
     for row in rows:  # each release on its own line: id, method, headline
         line = next(line for line in out if line.split()[:1] == [row["id"]])
         assert row["method"] in line and row["headline"]["name"] in line, line
+
+
+def rich_bar(out: io.StringIO):
+    from zoo.runs import StepsProgressBar
+
+    return StepsProgressBar(console_kwargs={"file": out, "force_terminal": True, "width": 120})
+
+
+def test_the_rich_bar_says_how_far_the_run_is_toward_its_budget():
+    out = io.StringIO()
+    trainer(rich_bar(out), limit_train_batches=4).fit(Budgeted())
+    assert "40% of the run" in out.getvalue()  # the second epoch begins after 4 of the budget's 10 steps
+
+
+def test_the_rich_bar_shows_evaluation():
+    out = io.StringIO()
+    trainer(rich_bar(out), limit_test_batches=3).test(BoringModel(), verbose=False)
+    assert "Testing" in out.getvalue() and "3/3" in out.getvalue()
