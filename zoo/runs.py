@@ -340,6 +340,15 @@ def _not_logged_this_epoch(trainer: L.Trainer) -> set[str]:
         return set()
 
 
+def _ends_fit(trainer: L.Trainer) -> bool:
+    """Whether the training step just done is fit's last (a stop, max_steps, the last epoch's last batch)."""
+    if trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step:
+        return True
+    epochs = trainer.max_epochs
+    return (epochs is not None and epochs >= 0 and trainer.current_epoch + 1 >= epochs
+            and trainer.fit_loop.epoch_loop.batch_progress.current.ready >= trainer.num_training_batches)
+
+
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -430,9 +439,8 @@ class PlainProgress(ProgressBar):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._stale = _not_logged_this_epoch(trainer)
         now = time.monotonic()
-        last_step = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
-        if self._enabled and trainer.is_global_zero and now - self._last >= self.every and not last_step:
-            self._train_line(trainer, pl_module)  # fit's last step is fit's end's line
+        if self._enabled and trainer.is_global_zero and now - self._last >= self.every and not _ends_fit(trainer):
+            self._train_line(trainer, pl_module)  # fit's last step is fit's end's line, after its validation
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not (self._enabled and trainer.is_global_zero):
@@ -463,8 +471,8 @@ class PlainProgress(ProgressBar):
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
         self.has_dataloader_changed(dataloader_idx)  # which loader's total the counts are of
-        if not trainer.sanity_checking:
-            self._eval_line(trainer, "validating", batch_idx + 1, self.total_val_batches_current_dataloader)
+        what = "sanity check" if trainer.sanity_checking else "validating"
+        self._eval_line(trainer, what, batch_idx + 1, self.total_val_batches_current_dataloader)
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -89,10 +89,20 @@ def test_the_plain_line_shows_the_headline_the_run_logs(clock):
 
 
 def test_the_final_line_is_printed_once(clock):
+    """Validation at the last step comes after its batch's end and before fit's end: one line, after it."""
     out = io.StringIO()
     trainer(PlainProgress(every=0, stream=out), limit_val_batches=2, val_check_interval=10).fit(Budgeted(clock))
     finals = [line for line in lines(out) if line.startswith("step 10/")]
-    assert len(finals) == 1, lines(out)
+    assert len(finals) == 1 and lines(out)[-1] == finals[0], lines(out)
+
+
+def test_the_final_line_of_a_run_bounded_by_epochs_is_printed_once(clock):
+    out = io.StringIO()
+    trainer(PlainProgress(every=0, stream=out), max_steps=-1, max_epochs=2, limit_train_batches=3, limit_val_batches=1,
+            num_sanity_val_steps=1).fit(Budgeted(clock, budget=1000))
+    assert [line.split(" · ")[0] for line in lines(out)] == [
+        "sanity check 1/1 batches", "step 1", "step 2", "step 3", "validating 1/1 batches", "step 4", "step 5",
+        "validating 1/1 batches", "step 6"], lines(out)
 
 
 @pytest.mark.parametrize("stage", ["test", "validate", "predict"])
