@@ -151,7 +151,9 @@ def test_deep_ga_generation_that_crosses_the_env_step_budget_is_the_last(tmp_pat
 def run(args, tmp_path, timeout=600):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run([sys.executable, *args], env=env, cwd=tmp_path, capture_output=True, timeout=timeout)
+    # bytes, decoded here: text mode would turn a bar's carriage returns into line ends
+    out.stdout, out.stderr = out.stdout.decode(), out.stderr.decode()
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -160,8 +162,9 @@ WARNING = re.compile(r"Warning|\.py:\d+: ")  # Python's warnings, and Lightning'
 
 
 def test_loading_the_zoo_s_language_models_writes_no_bar_and_no_warning(tmp_path):
-    """A CPT release wraps tiny-lm with PEFT: no "Loading weights" bar, no carriage return, no FutureWarning."""
-    out = run(["-c", "import zoo; zoo.load('cpt-tiny-sst2'); zoo.load('tiny-lm')"], tmp_path)
+    """A CPT release wraps tiny-lm with PEFT; a preference model loads tiny-lm's transformer: no "Loading weights"
+    bar, no carriage return, no FutureWarning."""
+    out = run(["-c", "import zoo; zoo.load('cpt-tiny-sst2'); zoo.load('tiny-lm'); zoo.load('pref-tiny')"], tmp_path)
     assert "\r" not in out.stderr and not WARNING.search(out.stderr), out.stderr
 
 
