@@ -182,7 +182,12 @@ def test_the_gguf_dequantisation_bar_stays_out_of_log_files():
     assert "\r" in shown.getvalue() and log.getvalue() == ""
 
 
-@pytest.mark.parametrize("method", ["cpt", "npo", "preference"])
+SLOW = pytest.mark.slow  # half a minute each on a busy CPU
+DEFAULTS = ["cpt", "npo", "preference", *(pytest.param(m, marks=SLOW) for m in (
+    "deep_ga", "go_explore", "lm", "mdpo", "momentum_smoe", "nash_md", "op_gfn", "paretognn"))]
+
+
+@pytest.mark.parametrize("method", DEFAULTS)
 def test_the_default_config_starts_without_warnings(method, tmp_path):
     out = run([str(ROOT / "recipes" / f"{method}.py"), "fit", "--trainer.max_steps", "1", "--trainer.limit_val_batches",
                "1", "--trainer.default_root_dir", str(tmp_path)], tmp_path)
