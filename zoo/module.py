@@ -40,6 +40,8 @@ What a method declares or overrides (all optional; the defaults are right for mo
   state dict by default; the LM methods write Hugging Face folders, which hold the tokenizer as well:
   ``release_weights_hold`` names the extra-state groups that such a format already holds).
 - ``release_metrics``: measurements of the final model that a release card reports.
+- ``progress``: how far the run is toward a bound of the method's own (Deep GA's environment-step
+  budget), so that the progress bars' time left counts toward what will end the run.
 """
 from __future__ import annotations
 
@@ -246,6 +248,11 @@ class ZooModule(L.LightningModule):
     def release_metrics(self) -> dict[str, float]:
         """Measurements of the final model for a release card, beyond the logged metrics (none by default)."""
         return {}
+
+    def progress(self) -> float | None:
+        """How far the run is toward a bound of the method's own (an environment-step budget), in [0, 1]; None
+        where only the trainer's ``max_steps`` bounds it. The progress bars count toward the nearer bound."""
+        return None
 
 
 def checkpoint_extra_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
