@@ -9,7 +9,7 @@ length, temperature 1, β (mixture_coef) and τ (TRL's beta), each judged by a B
 of the same size (tiny-lm's transformer with a linear head; TRL: GPT2ForSequenceClassification), on one
 CPU thread, each in its own process, in float32 (TRL's configs default to bf16 autocast, switched off here so
 that both compute the same thing). TRL is installed at its pin into a separate virtual environment
-(``--venv``, default /tmp/zoo-bench-trl) that sees the project's torch and transformers through a .pth
+(``--venv``, default .bench/trl, private to the checkout and ignored by git) that sees the project's torch and transformers through a .pth
 file; the project never imports it. Steps/s is the median over the timed steps after two warm-up steps.
 
 The fixed batch: the same prompt and completion tokens and the same preference probabilities go through
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--beta", type=float, default=0.125, help="the mixture coefficient (TRL: mixture_coef)")
     parser.add_argument("--tau", type=float, default=0.05, help="the KL coefficient (TRL: beta)")
-    parser.add_argument("--venv", type=Path, default=Path("/tmp/zoo-bench-trl"))
+    parser.add_argument("--venv", type=Path, default=ROOT / ".bench" / "trl")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     if args.steps < 1:
