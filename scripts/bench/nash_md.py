@@ -9,8 +9,8 @@ length, temperature 1, β (mixture_coef) and τ (TRL's beta), each judged by a B
 of the same size (tiny-lm's transformer with a linear head; TRL: GPT2ForSequenceClassification), on one
 CPU thread, each in its own process, in float32 (TRL's configs default to bf16 autocast, switched off here so
 that both compute the same thing). TRL is installed at its pin into a separate virtual environment
-(``--venv``, default .bench/trl, private to the checkout and ignored by git) that sees the project's torch and transformers through a .pth
-file; the project never imports it. Steps/s is the median over the timed steps after two warm-up steps.
+(``--venv``, default .bench/trl: private to the checkout, ignored by git) that sees the project's
+torch and transformers through a .pth file; the project never imports it. Steps/s is the median over the timed steps after two warm-up steps.
 
 The fixed batch: the same prompt and completion tokens and the same preference probabilities go through
 TRL's ``_compute_logprobs`` and ``_compute_losses`` and through zoo's ``response_log_probs`` and
