@@ -247,9 +247,11 @@ def past(clock: str | None) -> bool:
     return (now.tm_hour, now.tm_min) >= (h, m)
 
 
-def run_jsonl(tasks: list[str], seeds: list[int], path: str, eval_every: int, not_after: str | None) -> None:
+def run_jsonl(tasks: list[str], seeds: list[int], path: str, eval_every: int, not_after: str | None,
+              max_runs: int | None = None) -> int:
     """Every (task, seed, side) not yet in ``path``, ours then the reference for each seed, one line each;
-    no run starts past ``not_after``."""
+    no run starts past ``not_after``, nor after ``max_runs`` runs. Returns the number of runs made."""
+    made = 0
     for seed in seeds:  # seed-major, so that the two sides advance together
         for task in tasks:
             config, algo, iterations, extra = TASKS[task]
@@ -258,9 +260,10 @@ def run_jsonl(tasks: list[str], seeds: list[int], path: str, eval_every: int, no
             for method in ("mdpo", f"sb3_{algo}") if algo else ("mdpo",):
                 if any(r["task"] == task and r["seed"] == seed and r["method"] == method for r in read_jsonl(path)):
                     continue
-                if past(not_after):
-                    print(f"past {not_after}: no new run starts; the same command continues", flush=True)
-                    return
+                if past(not_after) or (max_runs is not None and made >= max_runs):
+                    if past(not_after):
+                        print(f"past {not_after}: no new run starts; the same command continues", flush=True)
+                    return made
                 result = {}
                 started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
                 if method == "mdpo":
@@ -277,8 +280,10 @@ def run_jsonl(tasks: list[str], seeds: list[int], path: str, eval_every: int, no
                        "hparams": result.get("hparams"), "commit": git_commit(), "versions": versions()}
                 with open(path, "a") as f:
                     f.write(json.dumps(row) + "\n")
+                made += 1
                 print(f"{task} {method} seed {seed}: {n} steps in {seconds:.0f} s, greedy return {r:.1f} ± "
                       f"{row['return_std']:.1f}; curve " + " ".join(f"{v:.0f}" for _, v in row["curve"]), flush=True)
+    return made
 
 
 METHOD_NAMES = {"mdpo": "MDPO (ours)", "sb3_ppo_zoo": "SB3 PPO (rl-zoo)", "sb3_ppo": "SB3 PPO", "sb3_sac": "SB3 SAC"}
@@ -418,6 +423,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=25,
                         help="with --jsonl: greedy episodes every this many of our iterations (the same env steps for SB3)")
     parser.add_argument("--not-after", metavar="HH:MM", help="with --jsonl: start no run past this local time")
+    parser.add_argument("--max-runs", type=int, help="with --jsonl: stop after this many runs (exit status 3 if none)")
     args = parser.parse_args()
     if args.replot and args.replot.endswith(".jsonl"):
         rows = read_jsonl(args.replot)
@@ -439,12 +445,12 @@ def main() -> None:
                   f"[{min(ratios):.2f}, {max(ratios):.2f}]", flush=True)
         return
     if args.jsonl:
-        run_jsonl(args.tasks, args.seeds, args.jsonl, args.eval_every, args.not_after)
+        made = run_jsonl(args.tasks, args.seeds, args.jsonl, args.eval_every, args.not_after, args.max_runs)
         rows = read_jsonl(args.jsonl)
         print(jsonl_table(rows))
         if args.plot and rows:
             jsonl_plot(rows, args.plot)
-        return
+        sys.exit(0 if made else 3)
     rows = json.loads(Path(args.out).read_text()) if args.out and args.append and Path(args.out).exists() else []
     for task in args.tasks:
         config, algo, iterations, extra = TASKS[task]
