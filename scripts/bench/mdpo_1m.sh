@@ -17,7 +17,9 @@ while :; do
         ${not_after:+--not-after "$not_after"}
     status=$?
     [ "$status" -eq 0 ] || break
-    git add "$file" && git commit -q -m "MDPO 1M-step bench, $task: $(tail -n 1 "$file" | "$PY" -c \
-        'import json,sys; r=json.loads(sys.stdin.read()); print(f"{r[\"method\"]} seed {r[\"seed\"]}: greedy return {r[\"return_mean\"]:.1f} ± {r[\"return_std\"]:.1f} at {r[\"env_steps\"]} steps")')" -- "$file"
+    line=$(tail -n 1 "$file" | "$PY" -c 'import json, sys
+r = json.loads(sys.stdin.read())
+print("%s seed %d: greedy return %.1f ± %.1f at %d steps" % (r["method"], r["seed"], r["return_mean"], r["return_std"], r["env_steps"]))')
+    git add "$file" && git commit -q -m "MDPO 1M-step bench, $task: $line" -- "$file"
 done
 [ "$status" -eq 3 ] && exit 0 || exit "$status"
