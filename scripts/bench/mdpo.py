@@ -189,6 +189,8 @@ TASKS = {  # config, reference (None: ours alone), trainer.max_steps (None: the 
     # the paper's budget, 488 × 2048 = 999,424 steps, against PPO at rl-zoo's settings for the task
     "hopper_1m": ("paper_on_policy.yaml", "ppo_zoo", 488, []),
     "halfcheetah_1m": ("paper_on_policy.yaml", "ppo_zoo", 488, ["--model.env", "HalfCheetah-v5"]),
+    # the official code's t_k over the same run: its K is 10⁷ / 2048 = 4882 iterations whatever the run's length
+    "hopper_1m_official_tk": ("paper_on_policy.yaml", None, 488, ["--model.schedule_steps", "4882"]),
 }
 
 
