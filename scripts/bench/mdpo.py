@@ -267,7 +267,7 @@ def run_jsonl(tasks: list[str], seeds: list[int], path: str, eval_every: int, no
                         print(f"past {not_after}: no new run starts; the same command continues", flush=True)
                     return made
                 result = {}
-                started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                started, commit = time.strftime("%Y-%m-%dT%H:%M:%S%z"), git_commit()  # the code the run starts with
                 if method == "mdpo":
                     seconds, r, n, c = ours(config, seed, ["--trainer.max_steps", str(hp["iterations"]), *extra],
                                             eval_every=eval_every, result=result)
@@ -279,7 +279,7 @@ def run_jsonl(tasks: list[str], seeds: list[int], path: str, eval_every: int, no
                        "curve": result["greedy_curve"], "curve_episodes": EVAL_EPISODES_CURVE,
                        "train_curve": thinned(c), "seconds": round(seconds, 1), "started": started,
                        "config": config if method == "mdpo" else None, "args": extra if method == "mdpo" else [],
-                       "hparams": result.get("hparams"), "commit": git_commit(), "versions": versions()}
+                       "hparams": result.get("hparams"), "commit": commit, "versions": versions()}
                 with open(path, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 made += 1
