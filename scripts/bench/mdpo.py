@@ -249,10 +249,18 @@ def past(clock: str | None) -> bool:
     return (now.tm_hour, now.tm_min) >= (h, m)
 
 
+def clock_seconds(clock: str) -> float:
+    """Seconds from now to HH:MM today (local time); negative once past."""
+    h, m = (int(x) for x in clock.split(":"))
+    now = time.localtime()
+    return (h * 60 + m) * 60 - (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec)
+
+
 def run_jsonl(tasks: list[str], seeds: list[int], path: str, eval_every: int, not_after: str | None,
-              max_runs: int | None = None) -> int:
+              max_runs: int | None = None, end_by: str | None = None) -> int:
     """Every (task, seed, side) not yet in ``path``, ours then the reference for each seed, one line each;
-    no run starts past ``not_after``, nor after ``max_runs`` runs. Returns the number of runs made."""
+    no run starts past ``not_after``, nor after ``max_runs`` runs, nor when the longest earlier run of the
+    same task and side in ``path`` would not end by ``end_by``. Returns the number of runs made."""
     made = 0
     for seed in seeds:  # seed-major, so that the two sides advance together
         for task in tasks:
@@ -265,6 +273,11 @@ def run_jsonl(tasks: list[str], seeds: list[int], path: str, eval_every: int, no
                 if past(not_after) or (max_runs is not None and made >= max_runs):
                     if past(not_after):
                         print(f"past {not_after}: no new run starts; the same command continues", flush=True)
+                    return made
+                took = [r["seconds"] for r in read_jsonl(path) if r["task"] == task and r["method"] == method]
+                if end_by and took and max(took) * 1.1 > clock_seconds(end_by):
+                    print(f"{task} {method} seed {seed} would take about {max(took) / 60:.0f} min and not end by "
+                          f"{end_by}: no new run starts; the same command continues", flush=True)
                     return made
                 result = {}
                 started, commit = time.strftime("%Y-%m-%dT%H:%M:%S%z"), git_commit()  # the code the run starts with
@@ -426,6 +439,9 @@ def main() -> None:
                         help="with --jsonl: greedy episodes every this many of our iterations (the same env steps for SB3)")
     parser.add_argument("--not-after", metavar="HH:MM", help="with --jsonl: start no run past this local time")
     parser.add_argument("--max-runs", type=int, help="with --jsonl: stop after this many runs (exit status 3 if none)")
+    parser.add_argument("--end-by", metavar="HH:MM",
+                        help="with --jsonl: start no run that would not end by this local time (judged by the longest "
+                             "earlier run of the same task and side)")
     args = parser.parse_args()
     if args.replot and args.replot.endswith(".jsonl"):
         rows = read_jsonl(args.replot)
@@ -447,7 +463,8 @@ def main() -> None:
                   f"[{min(ratios):.2f}, {max(ratios):.2f}]", flush=True)
         return
     if args.jsonl:
-        made = run_jsonl(args.tasks, args.seeds, args.jsonl, args.eval_every, args.not_after, args.max_runs)
+        made = run_jsonl(args.tasks, args.seeds, args.jsonl, args.eval_every, args.not_after, args.max_runs,
+                         args.end_by)
         rows = read_jsonl(args.jsonl)
         print(jsonl_table(rows))
         if args.plot and rows:
