@@ -11,14 +11,15 @@ tuned Acrobot-v1 settings (what a user would pick), at the same number of enviro
     python scripts/bench/mdpo.py --replot bench.json --plot curves.png   # redraw from a saved run
 
 At the paper's budget, each run is one line of a JSONL file, and runs already in it are skipped, so the
-measurement can be stopped (between runs, or by --not-after) and continued later with the same command:
+measurement can be stopped (between runs, or by --not-after and --end-by) and continued later with the
+same command (scripts/bench/mdpo_1m.sh runs it one run at a time and commits each line):
 
-    python scripts/bench/mdpo.py --tasks hopper_1m --seeds 0 1 2 3 4 --jsonl docs/mdpo/hopper_1m.jsonl \
-        --not-after 14:35
+    python scripts/bench/mdpo.py --tasks hopper_1m --seeds 0 1 2 3 4 --jsonl docs/mdpo/hopper_1m.jsonl \\
+        --not-after 14:35 --end-by 14:44
     python scripts/bench/mdpo.py --replot docs/mdpo/hopper_1m.jsonl --plot docs/mdpo/curves_hopper_1m.png
 
 Each run there also plays the greedy policy every --eval-every iterations (10 episodes, the same seeds for
-both sides): the learning curve the paper plots.
+both sides): a learning curve of the greedy policy, beside the training episodes' returns.
 """
 from __future__ import annotations
 
