@@ -192,6 +192,9 @@ TASKS = {  # config, reference (None: ours alone), trainer.max_steps (None: the 
     "halfcheetah_1m": ("paper_on_policy.yaml", "ppo_zoo", 488, ["--model.env", "HalfCheetah-v5"]),
     # the official code's t_k over the same run: its K is 10⁷ / 2048 = 4882 iterations whatever the run's length
     "hopper_1m_official_tk": ("paper_on_policy.yaml", None, 488, ["--model.schedule_steps", "4882"]),
+    # the same on Hopper-v4, to tell whether rl-zoo's PPO settings (tuned on v3; v4 has the same model) fare
+    # differently on v5: run with --sides reference
+    "hopper_v4_1m": ("paper_on_policy.yaml", "ppo_zoo", 488, ["--model.env", "Hopper-v4"]),
 }
 
 
@@ -258,7 +261,8 @@ def clock_seconds(clock: str) -> float:
 
 
 def run_jsonl(tasks: list[str], seeds: list[int], path: str, eval_every: int, not_after: str | None,
-              max_runs: int | None = None, end_by: str | None = None) -> int:
+              max_runs: int | None = None, end_by: str | None = None,
+              sides: tuple[str, ...] = ("mdpo", "reference")) -> int:
     """Every (task, seed, side) not yet in ``path``, ours then the reference for each seed, one line each;
     no run starts past ``not_after``, nor after ``max_runs`` runs, nor when the longest earlier run of the
     same task and side in ``path`` would not end by ``end_by``. Returns the number of runs made."""
@@ -268,7 +272,8 @@ def run_jsonl(tasks: list[str], seeds: list[int], path: str, eval_every: int, no
             config, algo, iterations, extra = TASKS[task]
             hp, max_steps = model_hparams(config, extra)
             hp = {**hp, "iterations": iterations or max_steps}
-            for method in ("mdpo", f"sb3_{algo}") if algo else ("mdpo",):
+            methods = (["mdpo"] if "mdpo" in sides else []) + ([f"sb3_{algo}"] if algo and "reference" in sides else [])
+            for method in methods:
                 if any(r["task"] == task and r["seed"] == seed and r["method"] == method for r in read_jsonl(path)):
                     continue
                 if past(not_after) or (max_runs is not None and made >= max_runs):
@@ -440,6 +445,8 @@ def main() -> None:
                         help="with --jsonl: greedy episodes every this many of our iterations (the same env steps for SB3)")
     parser.add_argument("--not-after", metavar="HH:MM", help="with --jsonl: start no run past this local time")
     parser.add_argument("--max-runs", type=int, help="with --jsonl: stop after this many runs (exit status 3 if none)")
+    parser.add_argument("--sides", nargs="+", choices=["mdpo", "reference"], default=["mdpo", "reference"],
+                        help="with --jsonl: which sides to run (ours, SB3's)")
     parser.add_argument("--end-by", metavar="HH:MM",
                         help="with --jsonl: start no run that would not end by this local time (judged by the longest "
                              "earlier run of the same task and side)")
@@ -465,7 +472,7 @@ def main() -> None:
         return
     if args.jsonl:
         made = run_jsonl(args.tasks, args.seeds, args.jsonl, args.eval_every, args.not_after, args.max_runs,
-                         args.end_by)
+                         args.end_by, tuple(args.sides))
         rows = read_jsonl(args.jsonl)
         print(jsonl_table(rows))
         if args.plot and rows:
