@@ -21,6 +21,17 @@ SHARED_DATA = _shared_data()
 torch.set_num_threads(1)
 
 
+def one_line_error(capsys, run) -> str:
+    """The first line of the error ``run()`` (a recipe's main) stops with: exit status 2, at most two lines (the
+    message, and where --help is), starting "error: "."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run()
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) <= 2 and err.startswith("error: "), err
+    return err.splitlines()[0]
+
+
 @pytest.fixture
 def recipe():
     return load_recipe

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import zoo
-from tests.conftest import ROOT, load_recipe
+from tests.conftest import ROOT, load_recipe, one_line_error
 from zoo import hub
 from zoo.cpt import CPT
 from zoo.cpt.data import read_split
@@ -30,15 +30,6 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 def fit(tmp_path, *args):
     return load_recipe("cpt").main(["fit", "--config", str(ROOT / "recipes" / "configs" / "cpt" / "tiny.yaml"), *QUIET,
                                     "--trainer.default_root_dir", str(tmp_path), *args])
-
-
-def one_line_error(capsys, run) -> str:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_:
-        run()
-    err = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2 and len(err.splitlines()) <= 2 and err.startswith("error: "), err
-    return err.splitlines()[0]
 
 
 @pytest.mark.parametrize("label_words, message", [

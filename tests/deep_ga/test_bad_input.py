@@ -1,7 +1,6 @@
 """Deep GA's bad input fails in one line naming what is wrong: an environment that returns non-finite
 rewards or takes no such keyword, and a seed chain whose σ or seeds are corrupted in a release or a
 checkpoint."""
-import json
 import re
 
 import pytest
@@ -12,7 +11,8 @@ from zoo import hub
 from zoo.deep_ga import DeepGA
 from zoo.errors import CheckpointError
 
-from ..conftest import ROOT, load_recipe
+from ..conftest import ROOT, load_recipe, one_line_error
+from ..core.test_hub import remanifest
 
 TINY = str(ROOT / "recipes" / "configs" / "deep_ga" / "tiny.yaml")
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -21,20 +21,6 @@ MAZE = {"env": "zoo/HardMaze-v0", "env_kwargs": {"steps": 30}, "hidden_sizes": [
 
 def fit(root, *args):
     return load_recipe("deep_ga").main(["fit", "--config", TINY, *QUIET, "--trainer.default_root_dir", str(root), *args])
-
-
-def one_line_error(capsys, run) -> str:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_:
-        run()
-    err = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2 and len(err.splitlines()) <= 2 and err.startswith("error: "), err
-    return err.splitlines()[0]
-
-
-def remanifest(directory):
-    files = {f.name: hub.sha256(f) for f in sorted(directory.iterdir()) if f.is_file() and not hub.is_document(f.name)}
-    (directory / hub.MANIFEST).write_text(json.dumps({"files": files}))
 
 
 def test_nan_rewards_are_refused_naming_the_environment(tmp_path, capsys):

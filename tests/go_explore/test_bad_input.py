@@ -1,7 +1,6 @@
 """Go-Explore's bad input fails in one line naming the file or the flag: an environment keyword the
 game does not take, a release trajectory without actions or with action ids the game does not have, and
 a checkpoint whose archive does not hold together."""
-import json
 
 import pytest
 import torch
@@ -12,7 +11,8 @@ from zoo.errors import CheckpointError
 from zoo.go_explore import GoExplore
 from zoo.go_explore.module import TRAJECTORY
 
-from ..conftest import ROOT, load_recipe
+from ..conftest import ROOT, load_recipe, one_line_error
+from ..core.test_hub import remanifest
 
 pytest.importorskip("minigrid")
 TINY = str(ROOT / "recipes" / "configs" / "go_explore" / "tiny.yaml")
@@ -22,20 +22,6 @@ ENV = "MiniGrid-MultiRoom-N2-S4-v0"
 
 def fit(root, *args):
     return load_recipe("go_explore").main(["fit", "--config", TINY, "--trainer.default_root_dir", str(root), *QUIET, *args])
-
-
-def one_line_error(capsys, run) -> str:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_:
-        run()
-    err = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2 and len(err.splitlines()) <= 2 and err.startswith("error: "), err
-    return err.splitlines()[0]
-
-
-def remanifest(directory):
-    files = {f.name: hub.sha256(f) for f in sorted(directory.iterdir()) if f.is_file() and not hub.is_document(f.name)}
-    (directory / hub.MANIFEST).write_text(json.dumps({"files": files}))
 
 
 def test_an_unknown_environment_keyword_is_one_line(tmp_path, capsys):
