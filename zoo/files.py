@@ -11,6 +11,7 @@ hold. In a checkpoint it is kept as it is, under ``zoo_extra_state`` (tensors an
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,6 +25,19 @@ WEIGHTS, HPARAMS, MANIFEST = "model.safetensors", "hparams.yaml", "manifest.json
 
 
 # -- safetensors --------------------------------------------------------------------------------
+
+def umask() -> int:
+    """The process's umask (what a new file's mode loses)."""
+    try:  # read without setting it: os.umask would change it for every thread for a moment
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 def write_safetensors(state: Mapping[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file

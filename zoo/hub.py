@@ -33,7 +33,7 @@ import yaml
 
 from zoo import offline
 from zoo.errors import CheckpointError
-from zoo.files import (HPARAMS, MANIFEST, ROOT, WEIGHTS, hparams_diff, load_state, read_weights,  # noqa: F401
+from zoo.files import (HPARAMS, MANIFEST, ROOT, WEIGHTS, hparams_diff, load_state, read_weights, umask,  # noqa: F401
                        state_mismatch, write_safetensors)
 
 CHECKPOINTS = ROOT / "checkpoints"
@@ -285,9 +285,7 @@ def save(module: torch.nn.Module, directory: str | Path, documents: Mapping[str,
         read_manifest(tmp)  # a release that lists no weights is an error now, not when someone loads it
         for name, content in documents.items():
             (tmp / name).write_bytes(content.encode() if isinstance(content, str) else content)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private; a release is as readable as any folder made here
+        tmp.chmod(0o777 & ~umask())  # mkdtemp's folder is private; a release is as readable as any folder made here
         if directory.is_dir() and any(directory.iterdir()):
             old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".old"))
             os.replace(directory, old / directory.name)

@@ -39,20 +39,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgre
 from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.errors import CheckpointError, UserError
+from zoo.files import umask
 
 REMOTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-
-
-def _umask() -> int:
-    try:  # read without setting it: os.umask would change it for every thread for a moment
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -61,7 +50,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600, made what open() and Lightning's own writer give
+            os.chmod(tmp, 0o666 & ~umask())  # mkstemp's 0600, made what open() and Lightning's own writer give
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
