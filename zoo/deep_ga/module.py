@@ -66,7 +66,7 @@ class DeepGA(ZooModule):
     def __init__(
         self,
         env: str = "LunarLander-v3",
-        env_kwargs: dict[str, Any] | None = None,
+        env_kwargs: dict | None = None,
         policy: Literal["auto", "mlp", "dqn", "dqn_large"] = "auto",
         hidden_sizes: Sequence[int] = (64, 64),
         activation: Literal["tanh", "relu"] = "tanh",
@@ -92,7 +92,7 @@ class DeepGA(ZooModule):
         Args:
             env: a gymnasium id (LunarLander-v3, ALE/Frostbite-v5, zoo/HardMaze-v0, Humanoid-v5, …) or
                 ``package.module:callable`` returning a gymnasium.Env.
-            env_kwargs: keyword arguments for ``gymnasium.make`` or the entry point.
+            env_kwargs: keyword arguments for ``gymnasium.make`` or the entry point, taken as data ("11" stays a string).
             policy: ``mlp`` for vector observations, ``dqn`` (Mnih et al. 2013, ~1 M weights) or
                 ``dqn_large`` (2015, ~4 M) for Atari frames; ``auto`` picks mlp or dqn from the observations.
             hidden_sizes: hidden layer widths of the MLP.

@@ -59,7 +59,7 @@ class GoExplore(ZooModule):
     def __init__(
         self,
         env: str = "MiniGrid-MultiRoom-N4-S5-v1",
-        env_kwargs: dict[str, Any] | None = None,
+        env_kwargs: dict | None = None,
         env_seed: int = 0,
         cell: Literal["domain", "downscaled"] = "domain",
         frames_per_step: int = 1600,
@@ -127,7 +127,7 @@ class GoExplore(ZooModule):
             env: ``MiniGrid-…`` ids (domain cells: position, carried object, doors), ``ALE/…-v5`` Atari ids
                 (domain cells for MontezumaRevenge and Pitfall from RAM), or any gymnasium id or
                 ``package.module:callable`` whose env has get_state()/set_state() (docs/go_explore.md).
-            env_kwargs: keyword arguments for ``gymnasium.make`` or the entry point.
+            env_kwargs: keyword arguments for ``gymnasium.make`` or the entry point, taken as data ("11" stays a string).
             env_seed: the reset seed: the MiniGrid layout, the state every trajectory starts from.
             cell: ``domain`` (the game's domain-knowledge cell) or ``downscaled`` (grey frames downscaled with
                 parameters the archive adapts, the domain-agnostic representation).

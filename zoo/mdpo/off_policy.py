@@ -43,7 +43,7 @@ class OffPolicyMDPO(MDPO):
     def __init__(
         self,
         env: str = "Pendulum-v1",
-        env_kwargs: dict[str, Any] | None = None,
+        env_kwargs: dict | None = None,
         n_envs: int = 1,
         n_steps: int = 50,
         gamma: float = 0.99,
@@ -75,7 +75,7 @@ class OffPolicyMDPO(MDPO):
         Args:
             env: a gymnasium id with Box actions (Pendulum-v1, Hopper-v5, …) or ``package.module:callable``
                 returning a gymnasium.Env with Box observations and bounded Box actions.
-            env_kwargs: keyword arguments for ``gymnasium.make`` or the entry point.
+            env_kwargs: keyword arguments for ``gymnasium.make`` or the entry point, taken as data ("11" stays a string).
             n_envs: environments stepped side by side in each process.
             n_steps: environment steps per environment in one iteration (one training step).
             gamma: discount factor γ.

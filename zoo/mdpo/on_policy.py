@@ -44,7 +44,7 @@ class OnPolicyMDPO(MDPO):
     def __init__(
         self,
         env: str = "CartPole-v1",
-        env_kwargs: dict[str, Any] | None = None,
+        env_kwargs: dict | None = None,
         n_envs: int = 1,
         n_steps: int = 2048,
         gamma: float = 0.99,
@@ -77,7 +77,7 @@ class OnPolicyMDPO(MDPO):
         Args:
             env: a gymnasium id (CartPole-v1, Acrobot-v1, Pendulum-v1, Hopper-v5, …) or ``package.module:callable``
                 returning a gymnasium.Env with a Box observation space and Discrete or bounded Box actions.
-            env_kwargs: keyword arguments for ``gymnasium.make`` or the entry point.
+            env_kwargs: keyword arguments for ``gymnasium.make`` or the entry point, taken as data ("11" stays a string).
             n_envs: environments stepped side by side in each process.
             n_steps: environment steps per environment in one iteration (one training step).
             gamma: discount factor γ.

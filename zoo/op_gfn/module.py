@@ -96,7 +96,7 @@ class OPGFN(ZooModule):
         R1: float = 0.5,
         R2: float = 2.0,
         objectives: Sequence[str] = ("branin", "currin"),
-        env_kwargs: dict[str, Any] | None = None,
+        env_kwargs: dict | None = None,
         loss: Literal["tb", "db", "op_tb", "op_db"] = "tb",
         beta: float = 1.0,
         kl_weight: float = 0.0,
@@ -119,7 +119,7 @@ class OPGFN(ZooModule):
             height: grid side H (states {0, …, H−1}^D).
             R0: hypergrid reward floor; R1, R2: the outer-ring and mode bonuses.
             objectives: for ``moo_grid``, two to four of branin, currin, shubert, beale.
-            env_kwargs: keyword arguments of a user environment class.
+            env_kwargs: keyword arguments of a user environment class, taken as data ("11" stays a string).
             loss: ``tb``/``db`` train on R(x)^β; ``op_tb``/``op_db`` on the order only.
             beta: reward exponent of the tb/db baselines.
             kl_weight: λ_KL of the term λ_KL · KL(U ‖ P_B) that keeps a learned backward policy near the
