@@ -93,16 +93,16 @@ def main() -> None:
     n_params = {v: sum(p.numel() for p in m.parameters()) for v, m in models.items()}
     print(f"device {args.device}, {args.threads} thread(s), {args.precision}; {args.norm}-norm, d={args.d_model}, L={args.n_layer}, "
           f"E={args.num_experts}, top-{args.top_k}, batch {args.batch_size}×{args.block_size}; "
-          f"median of {args.rounds} rounds of {args.steps} steps; 'vs SMoE' is the median of the rounds' ratios")
+          f"median of {args.rounds} rounds of {args.steps} steps; 'vs SMoE' is the median (min-max) of the paired rounds' ratios")
     print("| model | parameters | train tokens/s | vs SMoE | eval tokens/s | vs SMoE |")
     print("|---|---|---|---|---|---|")
     for v, name in VARIANTS.items():
         # paired: SMoE's time over this variant's in the same round, so a load that drifts over the run cancels
-        ratio = {kind: statistics.median(s / t for s, t in zip(times[("smoe", kind)], times[(v, kind)]))
-                 for kind in ("train", "eval")}
+        ratio = {kind: sorted(s / t for s, t in zip(times[("smoe", kind)], times[(v, kind)])) for kind in ("train", "eval")}
+        spread = {kind: f"{statistics.median(r):.3f} ({r[0]:.2f}-{r[-1]:.2f})" for kind, r in ratio.items()}
         tr = tokens / statistics.median(times[(v, "train")])
         ev = tokens / statistics.median(times[(v, "eval")])
-        print(f"| {name} | {n_params[v]:,} | {tr:,.0f} | {ratio['train']:.3f} | {ev:,.0f} | {ratio['eval']:.3f} |")
+        print(f"| {name} | {n_params[v]:,} | {tr:,.0f} | {spread['train']} | {ev:,.0f} | {spread['eval']} |")
     update_cost(models, args, dev, statistics.median(times[("smoe", "train")]) / args.steps)
 
 

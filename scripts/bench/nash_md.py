@@ -1,8 +1,8 @@
-"""Nash-MD side by side with TRL 1.13.0's NashMDTrainer: training steps per second, and the loss on one
-fixed batch.
+"""Nash-MD side by side with TRL 1.13.0's NashMDTrainer: training steps per second in paired rounds, the
+loss on one fixed batch, and the tokens each side's geometric mixture draws.
 
-    python scripts/bench/nash_md.py                        # lengths 16 32 64 128, 8 timed steps each
-    python scripts/bench/nash_md.py --lengths 32 --steps 4
+    python scripts/bench/nash_md.py                        # lengths 16 32 64 128, 3 rounds of 6 timed steps
+    python scripts/bench/nash_md.py --lengths 32 --steps 4 --rounds 2
 
 Both train tiny-lm with the same prompts (sentence starts of CPython's documentation), batch, generation
 length, temperature 1, β (mixture_coef) and τ (TRL's beta), each judged by a Bradley–Terry reward model
@@ -10,11 +10,23 @@ of the same size (tiny-lm's transformer with a linear head; TRL: GPT2ForSequence
 CPU thread, each in its own process, in float32 (TRL's configs default to bf16 autocast, switched off here so
 that both compute the same thing). TRL is installed at its pin into a separate virtual environment
 (``--venv``, default .bench/trl: private to the checkout, ignored by git) that sees the project's
-torch and transformers through a .pth file; the project never imports it. Steps/s is the median over the timed steps after two warm-up steps.
+torch and transformers through a .pth file; the project never imports it.
 
-The fixed batch: the same prompt and completion tokens and the same preference probabilities go through
-TRL's ``_compute_logprobs`` and ``_compute_losses`` and through zoo's ``response_log_probs`` and
-``nash_md_loss`` (the loss whose KL term is TRL's estimator); the two losses should agree to float error.
+TRL is set up as its users would run it fast and correctly: ``gradient_checkpointing=False`` (TRL's default
+True recomputes activations in backward and turns the KV cache off for its policy sampling; the zoo does
+neither), its policy sampling with the cache, and its mixture sampling without (TRL's
+``GeometricMixtureWrapper`` turns the cache off itself; handed a cache anyway, it shares one between the
+two models and draws tokens of neither mixture, which the token check below shows).
+
+Each round runs the two sides in fresh processes, in alternating order, for each length: 2 warm-up steps,
+then the median time of the timed steps. Each round's ratio is printed, then the minimum, median and
+maximum over the rounds.
+
+Checks that both sides compute the same thing: the fixed batch's loss (the same prompt and completion
+tokens and preference probabilities through TRL's ``_compute_logprobs`` and ``_compute_losses`` and through
+zoo's ``response_log_probs`` and ``nash_md_loss``), and the mixture's tokens: greedy (temperature 0)
+decoding of π^β for a policy that differs from μ (tiny-lm with seeded noise on its weights) by TRL's
+``GeometricMixtureWrapper`` and by zoo's ``GeometricMixture`` must give the same tokens.
 """
 from __future__ import annotations
 
@@ -34,17 +46,42 @@ TRL_PIN = "trl==1.13.0"
 TINY_LM = ROOT / "checkpoints" / "tiny-lm"
 
 TRL_WORKER = r'''
-import json, statistics, sys, time, tempfile
+import copy, json, statistics, sys, time, tempfile
 import torch
 torch.set_num_threads(1)
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 from trl.experimental.nash_md import NashMDConfig, NashMDTrainer
 
+from transformers import GenerationConfig
+from trl.experimental.nash_md import nash_md_trainer
+
 cfg = json.loads(sys.argv[1])
 torch.manual_seed(0)
 tok = AutoTokenizer.from_pretrained(cfg["model"])
 tok.padding_side = "left"
+if "mixture" in cfg:  # greedy tokens of TRL's geometric mixture, without and with a cache
+    m = cfg["mixture"]
+    policy, ref = (AutoModelForCausalLM.from_pretrained(p).eval() for p in (m["policy"], cfg["model"]))
+    ids = torch.tensor(m["prompt_ids"])
+    out = {}
+    for cached in (False, True):
+        gen = GenerationConfig(do_sample=False, max_new_tokens=m["length"], use_cache=cached,
+                               pad_token_id=tok.pad_token_id, eos_token_id=None)
+        wrapper = nash_md_trainer.GeometricMixtureWrapper(policy, ref, gen, mixture_coef=cfg["beta"], device=torch.device("cpu"))
+        seq = wrapper.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
+        out["cached" if cached else "uncached"] = seq[:, ids.shape[1]:].tolist()
+    print("RESULT " + json.dumps(out))
+    sys.exit()
+
+_generate = nash_md_trainer.GeometricMixtureWrapper.generate
+
+def uncached(self, *args, generation_config=None, **kwargs):  # the mixture's correct form: no shared cache
+    generation_config = copy.deepcopy(generation_config)
+    generation_config.use_cache = False
+    return _generate(self, *args, generation_config=generation_config, **kwargs)
+
+nash_md_trainer.GeometricMixtureWrapper.generate = uncached
 model = AutoModelForCausalLM.from_pretrained(cfg["model"])
 reward = AutoModelForSequenceClassification.from_pretrained(cfg["model"], num_labels=1)
 reward.config.pad_token_id = tok.pad_token_id
@@ -59,9 +96,10 @@ class Clock(TrainerCallback):
 args = NashMDConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=cfg["batch"], max_steps=cfg["steps"],
                     max_new_tokens=cfg["length"], temperature=1.0, beta=[cfg["tau"]], mixture_coef=[cfg["beta"]],
                     learning_rate=cfg["lr"], use_cpu=True, report_to="none", logging_steps=10**6,
-                    save_strategy="no", seed=0, dataloader_num_workers=0, bf16=False)
+                    save_strategy="no", seed=0, dataloader_num_workers=0, bf16=False, gradient_checkpointing=False)
 trainer = NashMDTrainer(model=model, reward_funcs=reward, args=args, processing_class=tok,
                         train_dataset=Dataset.from_dict({"prompt": cfg["prompts"]}), callbacks=[Clock()])
+assert trainer.generation_config.use_cache  # the policy's sampling is cached
 fixed = cfg.get("fixed")
 loss = None
 if fixed is not None:
@@ -147,23 +185,60 @@ def run(python: Path, code: str, cfg: dict, env: dict) -> dict:
     return json.loads(line[7:])
 
 
+def mixture_tokens(beta: float, length: int, prompt_ids: list[list[int]], policy_dir: Path) -> list[list[int]]:
+    """The zoo's greedy tokens of π^β ∝ π^(1−β) μ^β: policy from ``policy_dir``, μ = tiny-lm."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from zoo.lm.helpers import sample
+    from zoo.nash_md.nets import GeometricMixture
+
+    policy, ref = (AutoModelForCausalLM.from_pretrained(p).eval() for p in (policy_dir, TINY_LM))
+    ids = torch.tensor(prompt_ids)
+    seq, _ = sample(GeometricMixture(policy, ref, beta), ids, torch.ones_like(ids), max_new_tokens=length, temperature=0)
+    return seq[:, ids.shape[1]:].tolist()
+
+
+def noisy_policy(directory: Path, scale: float = 0.02) -> Path:
+    """tiny-lm with seeded Gaussian noise on every weight: a policy that differs from μ."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(TINY_LM)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(TINY_LM).save_pretrained(directory)
+    return directory
+
+
+def first_difference(a: list[list[int]], b: list[list[int]]) -> int | None:
+    """The first token position where any row differs, or None."""
+    return next((n for n in range(len(a[0])) if any(x[n] != y[n] for x, y in zip(a, b))), None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64, 128])
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per run, after 2 warm-up steps")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per run, after 2 warm-up steps")
+    parser.add_argument("--rounds", type=int, default=3, help="paired rounds per length (sides alternate first)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--beta", type=float, default=0.125, help="the mixture coefficient (TRL: mixture_coef)")
     parser.add_argument("--tau", type=float, default=0.05, help="the KL coefficient (TRL: beta)")
     parser.add_argument("--venv", type=Path, default=ROOT / ".bench" / "trl")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
-    if args.steps < 1:
-        parser.error("--steps must be at least 1")
+    if args.steps < 1 or args.rounds < 1:
+        parser.error("--steps and --rounds must be at least 1")
 
     import torch
+    from transformers.utils import logging as hf_logging
 
     from zoo.preference.data import sentence_starts
 
+    hf_logging.disable_progress_bar()
     python = trl_python(args.venv)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TRANSFORMERS_VERBOSITY": "error",
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -182,20 +257,42 @@ def main() -> None:
     trl_loss = run(python, TRL_WORKER, {**base, "length": 16, "steps": 0, "fixed": fixed}, env)["loss"]
     print(f"loss on the fixed batch: zoo {zoo_loss:.8f}  TRL {trl_loss:.8f}  |difference| {abs(zoo_loss - trl_loss):.2e}")
 
+    # the mixture's tokens, greedy, 24 of them for two prompts
+    starts = [tok(p, add_special_tokens=False)["input_ids"][:6] for p in prompts[:2]]
+    with tempfile.TemporaryDirectory() as policy_dir:
+        noisy_policy(Path(policy_dir))
+        ours = mixture_tokens(args.beta, 24, starts, Path(policy_dir))
+        theirs = run(python, TRL_WORKER, {**base, "mixture": {"policy": policy_dir, "prompt_ids": starts, "length": 24}}, env)
+    mixture = {"zoo": ours, "trl": theirs["uncached"], "trl_cached": theirs["cached"],
+               "equal": ours == theirs["uncached"], "cached_first_difference": first_difference(ours, theirs["cached"])}
+    print(f"greedy mixture tokens (2 prompts × 24): zoo = TRL uncached: {mixture['equal']}; TRL handed a cache "
+          f"differs from token {mixture['cached_first_difference']}")
+    if not mixture["equal"]:
+        sys.exit("the two sides' mixtures draw different tokens: the speed comparison would compare different work")
+
     rows = []
-    print(f"{'length':>6} {'zoo steps/s':>12} {'TRL steps/s':>12} {'ratio':>7}")
     for length in args.lengths:
         cfg = {**base, "length": length, "steps": args.steps + 2}
-        speeds = {}
-        for name, py, code in (("zoo", Path(sys.executable), ZOO_WORKER), ("trl", python, TRL_WORKER)):
-            times = run(py, code, cfg, env)["times"][2:]
-            speeds[name] = 1.0 / statistics.median(times)
-        rows.append({"length": length, "zoo_steps_per_s": speeds["zoo"], "trl_steps_per_s": speeds["trl"],
-                     "ratio": speeds["zoo"] / speeds["trl"]})
-        print(f"{length:>6} {speeds['zoo']:>12.3f} {speeds['trl']:>12.3f} {speeds['zoo'] / speeds['trl']:>6.2f}×", flush=True)
+        rounds = []
+        for r in range(args.rounds):
+            sides = [("zoo", Path(sys.executable), ZOO_WORKER), ("trl", python, TRL_WORKER)]
+            speeds = {}
+            for name, py, code in (sides if r % 2 == 0 else sides[::-1]):
+                speeds[name] = 1.0 / statistics.median(run(py, code, cfg, env)["times"][2:])
+            rounds.append({"zoo_steps_per_s": speeds["zoo"], "trl_steps_per_s": speeds["trl"],
+                           "ratio": speeds["zoo"] / speeds["trl"]})
+            print(f"length {length:>3} round {r}: zoo {speeds['zoo']:.3f} steps/s, TRL {speeds['trl']:.3f} steps/s, "
+                  f"{speeds['zoo'] / speeds['trl']:.2f}×", flush=True)
+        ratios = sorted(x["ratio"] for x in rounds)
+        row = {"length": length, "rounds": rounds, "ratio_min": ratios[0], "ratio_median": statistics.median(ratios),
+               "ratio_max": ratios[-1]}
+        rows.append(row)
+        print(f"length {length:>3}: {row['ratio_median']:.2f}× ({row['ratio_min']:.2f}-{row['ratio_max']:.2f}, "
+              f"{args.rounds} rounds)", flush=True)
     if args.out is not None:
-        args.out.write_text(json.dumps({"fixed_batch_loss": {"zoo": zoo_loss, "trl": trl_loss}, "speed": rows,
-                                        "batch": args.batch, "steps": args.steps, "time": time.ctime()}, indent=2))
+        args.out.write_text(json.dumps({"fixed_batch_loss": {"zoo": zoo_loss, "trl": trl_loss}, "mixture": mixture,
+                                        "speed": rows, "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
+                                        "trl": TRL_PIN, "gradient_checkpointing": False, "time": time.ctime()}, indent=2))
 
 
 if __name__ == "__main__":
