@@ -8,12 +8,22 @@ MLPs, 2 hidden layers of 256), same Adam settings (1e-3, log Z 0.1), same batch 
 Ours runs as users run it, inside a Lightning Trainer; torchgfn runs its documented training loop.
 Both final samplers are scored by the same exact L1 distance (enumerating the grid). Speed is
 reported per wall-clock second and per CPU second of the process (the steadier figure on a shared
-machine). Needs the bench extra (pip install -e ".[bench]").
+machine). The sides run in paired rounds, one a seed, alternating which goes first; each round's ratio
+is printed, then the median, minimum and maximum.
+
+torchgfn needs numpy < 2, so it lives in an environment of its own, private to the checkout and pinned
+(TORCHGFN_PINS), which sees the project's torch and lightning through a .pth file; make it once with
+
+    python scripts/bench/op_gfn.py --setup          # .bench/torchgfn (ignored by git)
+
+and the bench then runs itself under that environment's python.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -21,8 +31,40 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore")
+
+VENV = ROOT / ".bench" / "torchgfn"
+TORCHGFN_PINS = ("torchgfn==2.4.1", "numpy==1.26.4", "tensordict==0.15.3", "einops==0.8.2",
+                 "linear-attention-transformer==0.19.1", "dill==0.4.1")
+
+
+def setup_torchgfn(path: Path) -> None:
+    """torchgfn's pinned environment at ``path``; the project's packages (torch, lightning, the zoo's
+    dependencies) come through a .pth file, so both sides run the same torch."""
+    print(f"making {path} for torchgfn…", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    python = str(path / "bin" / "python")
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    import sysconfig
+
+    (Path(site) / "zoo_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([python, "-m", "pip", "install", "-q", *TORCHGFN_PINS], check=True)
+
+
+def in_torchgfn_env() -> None:
+    """Run this script again under the torchgfn environment's python, unless already there."""
+    try:
+        import gfn  # noqa: F401
+        return
+    except ImportError:
+        pass
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"no torchgfn environment at {VENV}: make it with python scripts/bench/op_gfn.py --setup")
+    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
 
 
 def exact_l1(pf_module, ndim: int, height: int) -> float:
@@ -141,7 +183,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parity", action="store_true", help="compare the two losses and gradients on one batch")
     parser.add_argument("--same-init", action="store_true", help="start ours from torchgfn's initial weights")
+    parser.add_argument("--setup", action="store_true", help=f"make torchgfn's pinned environment ({VENV}), then stop")
     args = parser.parse_args()
+    if args.setup:
+        return setup_torchgfn(VENV)
+    in_torchgfn_env()
+    import importlib.metadata as m
+
+    print(f"torchgfn {m.version('torchgfn')}, numpy {m.version('numpy')}, torch {torch.__version__}")
     torch.set_num_threads(args.threads)
     if args.parity:
         return parity(args)
