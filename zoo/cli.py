@@ -11,10 +11,11 @@ What it adds to LightningCLI:
 - the method's default config when no ``--config`` is given, and a seed (0 unless
   ``--seed_everything`` says otherwise);
 - hyperparameters from the files a run starts from: ``--ckpt_path`` (a checkpoint to resume;
-  ``last`` is the latest run's) and ``--model.init_from`` (a release) supply the model's
-  hyperparameters over those of the config files, and the command line's own ``--model.*`` flags
-  override them; a checkpoint of another method is refused, and code that such a file names is
-  imported only if trusted (zoo/trust.py; ``--trust_code true``);
+  ``last`` is the latest run's) supplies the model's hyperparameters over those of the config files;
+  ``--model.init_from`` (a release) over the method's default config only, so that a ``--config``
+  the user gives (an unlearning config's objective and learning rate) applies to the release; the
+  command line's own ``--model.*`` flags override both; a checkpoint of another method is refused,
+  and code that such a file names is imported only if trusted (zoo/trust.py; ``--trust_code true``);
 - logs under ``logs/<method>/version_N/`` (CSV, and TensorBoard when installed), with that run's
   checkpoints in ``version_N/checkpoints/`` (``last.ckpt``: written every
   ``--checkpoint.every_n_train_steps``, at the end of fit and on Ctrl-C; atomically; read back with
@@ -209,11 +210,18 @@ class ZooCLI(LightningCLI):
         hparams, ckpt_path = layer
         path = Path(self._layers.name) / "from_files.yaml"
         path.write_text(yaml.safe_dump({"model": hparams}, sort_keys=False))
-        # after the last config file, before the flags that follow it: the file a run starts from overrides the
-        # configs' model values, and the command line's own flags override the file
-        configs = [i for i, a in enumerate(args) if a in ("--config", "-c")] + \
-                  [i - 1 for i, a in enumerate(args) if a.startswith("--config=")]
-        at = (max(configs) + 2) if configs else 1
+        # A checkpoint to resume goes after the last config file (the run continues as it was); a release to
+        # start from goes before the first config file the user gave (after the inserted default.yaml): the
+        # user's configs, like the flags, are choices made for this run, so an unlearning config sets its
+        # objective and learning rate on the model it starts from. Flags override both.
+        configs = sorted([i for i, a in enumerate(args) if a in ("--config", "-c")] +
+                         [i - 1 for i, a in enumerate(args) if a.startswith("--config=")])
+        if ckpt_path is not None:
+            at = (configs[-1] + 2) if configs else 1
+        elif self._inserted_default:
+            at = configs[0] + 2
+        else:
+            at = configs[0] if configs else 1
         super().parse_arguments(parser, [*args[:at], "--config", str(path), *args[at:]])
         if ckpt_path is not None:
             self._config(self.config)["ckpt_path"] = str(ckpt_path)

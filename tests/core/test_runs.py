@@ -307,6 +307,20 @@ def test_init_from_builds_the_model_from_the_release_hparams(tmp_path):
         torch.testing.assert_close(cli.model.state_dict()[k], v, rtol=0, atol=0)
 
 
+def test_a_config_given_with_init_from_applies_to_the_release(tmp_path):
+    """A release fine-tuned (objective finetune, lr 3e-3) then started from with an unlearning --config: the
+    config's objective and learning rate hold, not the release's (which would fine-tune on the forget set);
+    with no --config, the release's own values hold over the default config's."""
+    _, model = fit("npo", tmp_path / "a", "--model.objective", "finetune", "--model.lr", "0.003",
+                   "--data.train_split", "full", "--trainer.max_steps", "1")
+    hub.save(model, tmp_path / "release")
+    _, tuned = fit("npo", tmp_path / "b", "--model.init_from", str(tmp_path / "release"), "--trainer.max_steps", "1")
+    assert tuned.hparams.objective == "npo_rt" and tuned.hparams.lr == 0.001  # recipes/configs/npo/tiny.yaml's
+    cli = load_recipe("npo").main(["validate", *QUIET, "--trainer.default_root_dir", str(tmp_path / "c"),
+                                   "--trainer.limit_val_batches", "1", "--model.init_from", str(tmp_path / "release")])
+    assert cli.model.hparams.objective == "finetune" and cli.model.hparams.lr == 0.003  # over default.yaml's
+
+
 def test_a_fine_tune_of_an_rl_release_counts_its_own_steps(tmp_path):
     _, model = fit("mdpo", tmp_path / "a")
     assert int(model.env_steps) > 0
