@@ -59,14 +59,19 @@ def bare_steps_per_second(env_id: str, seconds: float, seed: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def phase1_steps_per_second(kwargs: dict, seconds: float, seed: int) -> float:
-    torch.manual_seed(seed)
-    model = GoExplore(frames_per_step=1600, explore_steps=100, **kwargs)
-    model.explore_iteration()  # the archive's first cell and the first batch: warm-up
+def steps_per_second(model: GoExplore, seconds: float) -> float:
+    """Phase 1's environment steps per second: whole iterations (select, restore, explore, update) for ``seconds``."""
     frames, start = model.frames, time.perf_counter()
     while time.perf_counter() - start < seconds:
         model.explore_iteration()
     return (model.frames - frames) / (time.perf_counter() - start)
+
+
+def phase1_steps_per_second(kwargs: dict, seconds: float, seed: int) -> float:
+    torch.manual_seed(seed)
+    model = GoExplore(frames_per_step=1600, explore_steps=100, **kwargs)
+    model.explore_iteration()  # the archive's first cell and the first batch: warm-up
+    return steps_per_second(model, seconds)
 
 
 def main() -> None:

@@ -17,14 +17,15 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
+
+from go_explore import steps_per_second  # noqa: E402  (scripts/bench/go_explore.py: the same timing loop)
 
 from zoo.go_explore import GoExplore  # noqa: E402
 
@@ -52,13 +53,6 @@ def warmed_up() -> GoExplore:
     for _ in range(3):
         model.explore_iteration()
     return model
-
-
-def steps_per_second(model: GoExplore, seconds: float) -> float:
-    frames, start = model.frames, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        model.explore_iteration()
-    return (model.frames - frames) / (time.perf_counter() - start)
 
 
 def main() -> None:
