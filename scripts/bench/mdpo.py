@@ -356,14 +356,18 @@ def jsonl_plot(rows: list[dict], path: str) -> None:
 
 
 def speed(task: str, iterations: int, rounds: int) -> list[float]:
-    """Steps/s ratios (ours / SB3) of short runs, alternating the two ``rounds`` times, so that a load
-    that changes over minutes (a shared machine) weighs on both alike."""
+    """Steps/s ratios (ours / SB3) of short runs, alternating the two ``rounds`` times (and which goes first),
+    so that a load that changes over minutes (a shared machine) weighs on both alike."""
     config, algo, _, extra = TASKS[task]
     hp = {**model_hparams(config, extra)[0], "iterations": iterations}
     ratios = []
     for r in range(rounds):
-        t_o, _, n_o, _ = ours(config, r, ["--trainer.max_steps", str(iterations), *extra], score=False)
-        t_b, _, n_b, _ = sb3(algo, hp, r, score=False)
+        run_ours = lambda: ours(config, r, ["--trainer.max_steps", str(iterations), *extra], score=False)  # noqa: E731
+        run_sb3 = lambda: sb3(algo, hp, r, score=False)  # noqa: E731
+        if r % 2 == 0:
+            (t_o, _, n_o, _), (t_b, _, n_b, _) = run_ours(), run_sb3()
+        else:
+            (t_b, _, n_b, _), (t_o, _, n_o, _) = run_sb3(), run_ours()
         ratios.append((n_o / t_o) / (n_b / t_b))
         print(f"{task:13s} round {r}  {n_o} steps   MDPO {n_o / t_o:7.0f} steps/s  SB3 {algo.upper()} {n_b / t_b:7.0f} "
               f"steps/s  ratio {ratios[-1]:.2f}x", flush=True)
