@@ -149,7 +149,7 @@ def test_bad_input_names_the_file_and_line_or_the_flag(tmp_path):
     (tmp_path / "train.txt").rename(tmp_path / "train.jsonl")
     write(tmp_path / "test.jsonl", ["{not json"])
     (tmp_path / "test.txt").unlink()
-    with pytest.raises(UserError, match=r"test.jsonl:1: not a JSON object"):
+    with pytest.raises(UserError, match=r"test.jsonl:1: not valid JSON"):
         FewShotDataModule(str(tmp_path), label_map={"0": " no"}).read()
     with pytest.raises(UserError, match=r"--data.k 5000 is larger than the training set"):
         FewShotDataModule(k=5000, val_size=0).setup("fit", model=CPT(**COMPACT))

@@ -58,7 +58,7 @@ def test_a_line_that_is_not_json(folder):
     text = (folder / "retain90.json").read_text().splitlines()
     text[4] = "{not json"
     (folder / "retain90.json").write_text("\n".join(text) + "\n")
-    with pytest.raises(UserError, match=r"retain90.json:5: not a JSON object"):
+    with pytest.raises(UserError, match=r"retain90.json:5: not valid JSON"):
         load_splits(str(folder), "forget10")
 
 

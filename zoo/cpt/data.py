@@ -20,7 +20,6 @@ and ``test`` evaluate the release's own context).
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import warnings
@@ -34,7 +33,7 @@ from torch.utils.data import DataLoader
 from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.errors import UserError
-from zoo.lm.data import read_lines
+from zoo.lm.data import json_lines, read_lines
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -89,21 +88,21 @@ def embedded_task(n_train: int = 2000, n_test: int = 600, seed: int = 1234) -> d
 def read_split(path: Path, encoding: str, words: dict[str, str] | None = None) -> list[Example]:
     """A ``.jsonl`` file of {"text", "label"} or a ``.txt`` file of ``label text`` lines; every label must
     be one of ``words`` (the label map), where given."""
-    lines = read_lines(path, "--data.path", encoding, "pass the file's encoding with --data.encoding (e.g. latin-1)")
-    out: list[Example] = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if path.suffix == ".jsonl":
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+    hint = "pass the file's encoding with --data.encoding (e.g. latin-1)"
+    if path.suffix == ".jsonl":
+        rows = list(json_lines(path, "--data.path", encoding, hint))
+        for n, row in rows:
             if not isinstance(row, dict) or "text" not in row or "label" not in row:
                 raise UserError(f"{path}:{n}: a line must be a JSON object with 'text' and 'label'")
-            text, label = row["text"], row["label"]
-        else:
-            label, _, text = line.strip().partition(" ")
+        rows = [(n, row["text"], row["label"]) for n, row in rows]
+    else:
+        rows = []
+        for n, line in enumerate(read_lines(path, "--data.path", encoding, hint), 1):
+            if line.strip():
+                label, _, text = line.strip().partition(" ")
+                rows.append((n, text, label))
+    out: list[Example] = []
+    for n, text, label in rows:
         if not isinstance(text, str) or not text.strip():
             raise UserError(f"{path}:{n}: the text is empty; every example needs text")
         if words is not None and str(label) not in words:

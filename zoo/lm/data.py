@@ -21,6 +21,7 @@ split (cached under data/cache/tokenizers/) and handed to the model, which saves
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -64,6 +65,19 @@ def read_lines(path: Path, flag: str = "--data.path", encoding: str = "utf-8", h
     an error naming the file and the line."""
     text = decode(Path(path).read_bytes(), path, flag, encoding, hint)
     return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def json_lines(path: Path, flag: str = "--data.path", encoding: str = "utf-8",
+               hint: str = CONVERT) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of a JSON-lines file; a line that is not JSON is an error
+    naming the file and the line (what the value must hold is the reader's to check)."""
+    for n, line in enumerate(read_lines(path, flag, encoding, hint), 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
 
 
 def read_text(path: Path, flag: str = "--data.path") -> str:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from zoo.errors import UserError
-from zoo.lm.data import read_lines
+from zoo.lm.data import json_lines, read_lines
 from zoo.preference.data import RowBatches, keyword_judge, rank_and_world, sentence_starts
 
 GAMES = ("rps", "rps_like", "random")
@@ -71,20 +71,14 @@ def read_prompts(path: str) -> tuple[list[str], list[str]]:
     if not p.is_file():
         raise UserError(f"--data.path {path}: no such file; give a JSON-lines file with a prompt field per line "
                         "or a text file with one prompt per line")
-    prompts = []
-    for n, line in enumerate(read_lines(p), 1):
-        if not line.strip():
-            continue
-        if p.suffix in (".jsonl", ".json"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{p}:{n}: not valid JSON ({e.msg})") from None
+    if p.suffix in (".jsonl", ".json"):
+        prompts = []
+        for n, obj in json_lines(p):
             if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
                 raise UserError(f"{p}:{n}: missing field 'prompt' (a string); each line needs one")
             prompts.append(obj["prompt"])
-        else:
-            prompts.append(line)
+    else:
+        prompts = [line for line in read_lines(p) if line.strip()]
     if len(prompts) < 2:
         raise UserError(f"--data.path {p}: {len(prompts)} prompt(s); at least two are needed (train and eval)")
     n_eval = max(1, len(prompts) // 10)

@@ -35,7 +35,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.errors import UserError
-from zoo.lm.data import read_lines
+from zoo.lm.data import json_lines
 from zoo.lm.helpers import prompt_response_batch
 
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
@@ -162,16 +162,7 @@ def read_jsonl(path: Path, perturbed: bool = False) -> list[dict[str, Any]]:
         raise UserError(f"--data.path: {path} is missing; a folder holds at least the forget and the retain file "
                         "(--data.forget_split and --data.retain_split name them: forget.json, retain.json), JSON "
                         "lines with \"question\" and \"answer\"")
-    records = []
-    for n, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{n}: not a JSON object ({e.msg})") from None
-        records.append(check_record(r, f"{path}:{n}", perturbed))
-    return records
+    return [check_record(r, f"{path}:{n}", perturbed) for n, r in json_lines(path)]
 
 
 def check_record(r: Any, where: str, perturbed: bool = False) -> dict[str, Any]:

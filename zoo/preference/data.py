@@ -20,7 +20,6 @@ transitive (more on-topic words), the second rock-paper-scissors, which no rewar
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -30,7 +29,7 @@ import lightning as L
 import torch
 
 from zoo.errors import UserError
-from zoo.lm.data import read_lines
+from zoo.lm.data import json_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "data" / "preference" / "keyword_pairs.jsonl"
@@ -84,15 +83,7 @@ def read_pairs(path: str | Path, flag: str = "--data.path") -> list[dict[str, st
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{flag} {path}: no such file; give a JSON-lines file of prompt/chosen/rejected objects")
-    rows = []
-    for n, line in enumerate(read_lines(path, flag), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-        rows.append(check_row(obj, f"{path}:{n}"))
+    rows = [check_row(obj, f"{path}:{n}") for n, obj in json_lines(path, flag)]
     if not rows:
         raise UserError(f"{flag} {path}: the file holds no preference pairs")
     return rows
