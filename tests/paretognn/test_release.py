@@ -21,6 +21,8 @@ def test_release_loads_and_carries_its_four_metrics():
     model = zoo.load(RELEASE)
     assert isinstance(model, ParetoGNN) and not model.training
     assert model.hparams.in_channels == 1433
+    # released before link_edges existed: its hparams.yaml lacks the key and it trained on 10 × 1024 link edges
+    assert model.hparams.link_edges == 10240
     with torch.no_grad():
         h = model(model.example_input_array)
     assert h.shape == (6, model.encoder.out_dim) and torch.isfinite(h).all()
