@@ -7,6 +7,8 @@ from torch_geometric.data import Data
 from zoo.paretognn import data as D
 from zoo.paretognn.data import GraphDataError, GraphDataModule, contextual_sbm, load_user_graph
 
+from ..conftest import ROOT, load_recipe
+
 NO_EVAL = ["--data.downstream", "[]"]
 
 
@@ -65,9 +67,40 @@ def test_user_graph_from_saved_pyg_data(tmp_path):
     d = contextual_sbm(n_nodes=100, seed=3)
     torch.save(d, tmp_path / "graph.pt")
     torch.save({"x": d.x, "edge_index": d.edge_index}, tmp_path / "dict.pt")
-    dm = GraphDataModule(path=str(tmp_path / "graph.pt"), n_partitions=3)
+    dm = GraphDataModule(path=str(tmp_path / "graph.pt"), n_partitions=3, standardize=False)
     assert torch.equal(dm.graph.x, d.x) and torch.equal(dm.graph.y, d.y)
+    torch.testing.assert_close(GraphDataModule(path=str(tmp_path / "graph.pt"), n_partitions=3).graph.x,
+                               D.standardize_columns(d.x))
     assert torch.equal(load_user_graph(tmp_path / "dict.pt").edge_index, d.edge_index)
+
+
+def test_features_are_standardised_per_column_unless_asked_not_to(tmp_path):
+    """As the official loader's StandardScaler: every column to mean 0 and (population) std 1 over all
+    nodes, a constant column to 0, for every source; ``--data.standardize false`` keeps them as loaded."""
+    x = torch.tensor([[1.0, 5.0, 0.0, 3.0], [2.0, 5.0, 0.0, 3.0], [4.0, 5.0, 1.0, 3.0], [9.0, 5.0, 0.0, 3.0]])
+    z = D.standardize_columns(x)
+    want = (x[:, 0] - x[:, 0].mean()) / x[:, 0].std(correction=0)
+    torch.testing.assert_close(z[:, 0], want)
+    assert z[:, 1].eq(0).all() and z[:, 3].eq(0).all()  # constant columns: 0, no division by zero
+    torch.testing.assert_close(z[:, 2], torch.tensor([-1.0, -1.0, 3.0, -1.0]) / 3 ** 0.5)
+    assert D.standardize_columns(torch.tensor([[1, 2], [3, 2]])).dtype == torch.float32  # integer features too
+    # a user's files, with a constant column
+    edges = write(tmp_path / "edges.csv", "0,1\n1,2\n2,3\n")
+    write(tmp_path / "feats.csv", "".join(",".join(str(v) for v in row.tolist()) + "\n" for row in x))
+    dm = GraphDataModule(path=str(edges), features=str(tmp_path / "feats.csv"), downstream=["partition"], n_partitions=2)
+    torch.testing.assert_close(dm.graph.x, z)
+    raw = GraphDataModule(path=str(edges), features=str(tmp_path / "feats.csv"), downstream=["partition"],
+                          n_partitions=2, standardize=False)
+    assert torch.equal(raw.graph.x, x)
+    # the generated graph, by default and through the recipe's flag
+    tiny = ["--config", str(ROOT / "recipes/configs/paretognn/tiny.yaml"), "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false"]
+    generated = contextual_sbm(n_nodes=200, n_classes=4, n_features=16, seed=0).x
+    std = load_recipe("paretognn").main(tiny, run=False).datamodule.graph.x
+    assert std.mean(0).abs().max() < 1e-5 and (std.std(0, correction=0) - 1).abs().max() < 1e-5
+    torch.testing.assert_close(std, D.standardize_columns(generated))
+    kept = load_recipe("paretognn").main([*tiny, "--data.standardize", "false"], run=False).datamodule.graph.x
+    assert torch.equal(kept, generated)
 
 
 def test_bad_edges_name_the_file_and_line(tmp_path):
@@ -166,6 +199,10 @@ def test_real_cora_loads_offline(tmp_path):
     dm = GraphDataModule(name="Cora", root=str(tmp_path), n_partitions=10)
     g = dm.graph
     assert g.x.shape == (2708, 1433) and int(g.y.max()) == 6
+    # standardised columns (one of Cora's 1433 words occurs in no paper: that column is 0)
+    constant = g.x.eq(0).all(0)
+    assert int(constant.sum()) == 1
+    assert g.x.mean(0).abs().max() < 1e-4 and (g.x[:, ~constant].std(0, correction=0) - 1).abs().max() < 1e-4
     # Cora has 5278 undirected edges; 30 % are held out for link prediction
     held = g.link_val_pos.shape[1] + g.link_test_pos.shape[1]
     assert held == pytest.approx(0.3 * 5278, abs=2)

@@ -1,5 +1,7 @@
 """ParetoGNN's module: the step is the min-norm combination of the task gradients, the flags give
 the baselines, and a short run learns."""
+import inspect
+
 import lightning as L
 import pytest
 import torch
@@ -142,12 +144,38 @@ def test_per_task_views_follow_the_official_collator(graph):
         counts[saint_nodes(ei, 200, 20, g)] += 1
     high, low = degree >= degree.float().quantile(0.8), degree <= degree.float().quantile(0.2)
     assert counts[high].mean() > 1.5 * counts[low].mean()
-    # the link task: 10 × batch_size edges and as many non-edges
+    # the link task's sampler: the edges asked for and ``neg_ratio`` non-edges per edge
     pos, neg = link_batch(ei, 200, 50, 2, g)
     edges = set(zip(*ei.tolist()))
     assert pos.shape == (2, 50) and all(e in edges for e in zip(*pos.tolist()))
     assert neg.shape == (2, 100) and not any(e in edges for e in zip(*neg.tolist())) and (neg[0] != neg[1]).all()
     assert torch.isfinite(m.task_loss("link", x, ei))
+
+
+def test_the_link_view_holds_link_edges_positive_edges_a_step(graph, monkeypatch):
+    """The official collator draws 10 edges a step (its DataLoader's batch of 1 times 10), whatever
+    per_gpu_batch_size is; the link view takes ``link_edges`` of them, not a multiple of batch_size."""
+    from zoo.paretognn import module
+
+    drawn = []
+
+    def spy(*args):
+        pos, neg = link_batch(*args)
+        drawn.append((pos, neg))
+        return pos, neg
+
+    monkeypatch.setattr(module, "link_batch", spy)
+    assert inspect.signature(ParetoGNN).parameters["link_edges"].default == 10
+    edges = set(zip(*graph.edge_index.tolist()))
+    assert len(edges) > 37  # every count below is drawn in full, and 10 × batch_size gives another
+    for kw, want in (({}, 10), ({"link_edges": 37, "batch_size": 3}, 37), ({"link_edges": 1}, 1)):
+        m = tiny(**kw)
+        assert m.hparams.link_edges == want
+        drawn.clear()
+        m.combined_gradient(graph)
+        (pos, neg), = drawn
+        assert pos.shape == (2, want) and neg.shape == (2, want * m.hparams.link_neg_ratio), kw
+        assert all(e in edges for e in zip(*pos.tolist()))
 
 
 def test_neighbour_blocks_sample_each_layer_and_give_the_full_graph_result_with_large_fanouts(graph):
@@ -174,6 +202,23 @@ def test_bad_view_settings_name_the_flag():
         tiny(link_fanouts=[15])
     with pytest.raises(ValueError, match="--model.batch_size must be at least 1"):
         tiny(batch_size=0)
+    with pytest.raises(ValueError, match="^--model.link_edges must be at least 1, got 0$"):
+        tiny(link_edges=0)
+
+
+def test_a_release_without_link_edges_keeps_the_link_batch_it_was_trained_with(tmp_path):
+    """A release written before ``link_edges`` existed drew 10 × batch_size edges a step; one written
+    since carries its own value."""
+    from zoo import hub
+
+    m = tiny(batch_size=7, link_edges=25)
+    m.save_release(tmp_path)
+    init_args = hub.hparams_of(m)["init_args"]
+    assert ParetoGNN.load_release(tmp_path, init_args).hparams.link_edges == 25
+    old = {k: v for k, v in init_args.items() if k != "link_edges"}
+    loaded = ParetoGNN.load_release(tmp_path, old)
+    assert loaded.hparams.link_edges == 70 and "link_edges" not in old
+    torch.testing.assert_close(loaded.state_dict(), m.state_dict())
 
 
 def test_link_targets_leave_the_graph_in_both_directions(graph):

@@ -21,6 +21,8 @@ def test_release_loads_and_carries_its_four_metrics():
     model = zoo.load(RELEASE)
     assert isinstance(model, ParetoGNN) and not model.training
     assert model.hparams.in_channels == 1433
+    # released before link_edges existed: its hparams.yaml lacks the key and it trained on 10 × 1024 link edges
+    assert model.hparams.link_edges == 10240
     with torch.no_grad():
         h = model(model.example_input_array)
     assert h.shape == (6, model.encoder.out_dim) and torch.isfinite(h).all()
@@ -50,7 +52,8 @@ def test_fine_tuning_on_another_graph_fails_clearly(tmp_path, capsys):
 @pytest.mark.skipif(planetoid_raw() is None, reason="no local copy of shared/data/planetoid (set ZOO_SHARED_DATA)")
 def test_release_reproduces_its_metrics_on_cora(tmp_path):
     assert copy_shared_planetoid("Cora", tmp_path)
-    graph = GraphDataModule(name="Cora", root=str(tmp_path)).graph
+    # the release was trained on Cora's features as loaded, before the data module standardised them
+    graph = GraphDataModule(name="Cora", root=str(tmp_path), standardize=False).graph
     model = zoo.load(RELEASE)
     with torch.no_grad():
         h_node, h_link = model.evaluation_embeddings(graph)

@@ -21,7 +21,8 @@ processes in one all-reduce, so under DDP every rank solves for the same α and 
 from __future__ import annotations
 
 import warnings
-from typing import Literal, Sequence
+from pathlib import Path
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -107,6 +108,7 @@ class ParetoGNN(ZooModule):
         grad_norm: Literal["l2", "loss", "none"] = "l2",
         views: Literal["per_task", "shared"] = "per_task",
         batch_size: int = 1024,
+        link_edges: int = 10,
         khop: int = 3,
         minsg_multiplier: int = 5,
         ming_multiplier: int = 0,
@@ -146,8 +148,9 @@ class ParetoGNN(ZooModule):
             grad_norm: how task gradients are scaled before the solver: l2 (ParetoGNN), loss or none.
             views: per_task (each task its own view of the graph, as the official collator) or shared
                 (every task on one subgraph of ``subgraph_nodes`` nodes per step).
-            batch_size: per_task: seed nodes of the k-hop views; the link task takes 10 × this many edges
-                per step (the official per_gpu_batch_size).
+            batch_size: per_task: seed nodes of the k-hop views (the official per_gpu_batch_size).
+            link_edges: per_task: positive edges the link task samples per step (the official collator's 10:
+                its DataLoader's batch of 1 times 10).
             khop: per_task: hops of the InfoNCE and DGI subgraphs around their seed nodes.
             minsg_multiplier: per_task: InfoNCE's view is the k-hop subgraph around ``batch_size`` random
                 nodes when the graph has more than batch_size × this many nodes, else the whole graph (0: always whole).
@@ -188,7 +191,8 @@ class ParetoGNN(ZooModule):
         if views == "per_task" and "link" in tasks and len(link_fanouts) < len(hidden_dims):
             raise ValueError(f"--model.link_fanouts needs a fanout for each encoder layer: --model.hidden_dims has "
                              f"{len(hidden_dims)} layers, link_fanouts {list(link_fanouts)}")
-        for name, value in (("batch_size", batch_size), ("khop", khop), ("eval_repeats", eval_repeats)):
+        for name, value in (("batch_size", batch_size), ("link_edges", link_edges), ("khop", khop),
+                            ("eval_repeats", eval_repeats)):
             if value < 1:
                 raise ValueError(f"--model.{name} must be at least 1, got {value}")
         self.automatic_optimization = False
@@ -265,11 +269,11 @@ class ParetoGNN(ZooModule):
         return x, edge_index
 
     def link_loss(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        """Link reconstruction on a mini-batch of 10 × batch_size edges and uniform non-edges, each
+        """Link reconstruction on a mini-batch of ``link_edges`` edges and uniform non-edges, each
         endpoint embedded from its neighbour-sampled computation graph (the official collator). As
         there, the batch's edges stay in the graph that messages pass along."""
         hp, g, n = self.hparams, self.generator, x.shape[0]
-        pos, neg = link_batch(edge_index, n, 10 * hp.batch_size, hp.link_neg_ratio, g)
+        pos, neg = link_batch(edge_index, n, hp.link_edges, hp.link_neg_ratio, g)
         seeds = torch.cat([pos, neg], 1).unique()
         fanouts = list(hp.link_fanouts)[: len(self.encoder.convs)]
         nodes, blocks = neighbour_blocks(edge_index, n, seeds, fanouts, g)
@@ -370,6 +374,14 @@ class ParetoGNN(ZooModule):
         self.log_dict(evaluate(h_node, h_link, graph, hp.eval_seed, hp.eval_repeats), batch_size=1, sync_dist=True)
 
     test_step = validation_step
+
+    @classmethod
+    def load_release(cls, directory: Path, init_args: dict[str, Any]) -> "ParetoGNN":
+        """A release written before ``link_edges`` existed trained on 10 × batch_size link edges a step: its
+        hparams.yaml, which lacks the key, keeps that meaning (the default of 10 applies to new runs)."""
+        if "link_edges" not in init_args:
+            init_args = {**init_args, "link_edges": 10 * init_args.get("batch_size", 1024)}
+        return super().load_release(directory, init_args)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -6,8 +6,8 @@
     minsg   the k-hop subgraph around ``batch_size`` random nodes when the graph has more than
             ``batch_size × minsg_multiplier`` nodes, else the whole graph             [k = 3, × 5]
     decor   a GraphSAINT node sample of ``decor_nodes`` nodes, or the whole graph when smaller [10 000]
-    link    ``10 × batch_size`` random edges with uniform non-edges, each endpoint's computation
-            graph neighbour-sampled layer by layer (``fanouts``)                       [15, 10]
+    link    ``link_edges`` random edges with uniform non-edges, each endpoint's computation
+            graph neighbour-sampled layer by layer (``fanouts``)             [10 edges; 15, 10]
 
 The samplers draw from the module's generator (resumable, per rank). PyG's NeighborLoader and
 GraphSAINT samplers need pyg-lib or torch-sparse, which do not install from PyPI for current torch,
