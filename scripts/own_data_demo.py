@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import io
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -170,9 +171,15 @@ def deep_ga(out: Path) -> None:
     from zoo.cli import load_recipe
 
     low_gravity = {"gravity": -5.0}
+    quiet = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
     with contextlib.redirect_stdout(io.StringIO()):  # the release itself on the new environment
         cli = load_recipe("deep_ga").main(["validate", "--model.init_from", "deep-ga-lunarlander", "--model.env_kwargs",
                                            json.dumps(low_gravity), "--model.n_eval_episodes", "5", *QUIET])
+    for q, level in zip(quiet, levels):
+        q.setLevel(level)
     before = float(cli.trainer.callback_metrics["val/return"])
     ckpt = run("deep_ga", "--model.init_from", "deep-ga-lunarlander", "--model.env_kwargs", json.dumps(low_gravity),
                "--model.population_size", "24", "--model.truncation", "6", "--trainer.max_steps", "6",
