@@ -91,7 +91,8 @@ def main() -> None:
         results[name] = {"bare_steps_per_s": bare, "phase1_steps_per_s": ours, "ratio": ratios,
                          "median_ratio": statistics.median(ratios)}
         print(f"{name:45s} bare {statistics.median(bare):7.0f} steps/s   phase 1 {statistics.median(ours):7.0f} "
-              f"steps/s   ratio {statistics.median(ratios):.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)})",
+              f"steps/s   ratio {statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f}; rounds: "
+              f"{', '.join(f'{x:.2f}' for x in ratios)})",
               flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
