@@ -1,0 +1,135 @@
+"""Nash-MD against RLHF at equal distance from μ: a sweep of the regularisation τ for each loss, recording
+each final policy's KL(π‖μ) and its win rate against the SFT policy.
+
+    python scripts/bench/nash_md_sweep.py --seeds 0 --not-after 17:30      # trains what the file lacks
+    python scripts/bench/nash_md_sweep.py --table                          # the finished runs
+
+Each run trains recipes/configs/nash_md/default.yaml (tiny-lm, judged by pref-tiny; RLHF by reward-tiny)
+with ``--model.loss LOSS --model.tau τ`` and the seed; then, on the 136 held-out prompts with
+``--samples`` responses each (the training's prompt window and length, temperature 1):
+
+- KL(π‖μ): the mean over responses y ∼ π of Σ_n log π(y_n | ·) − log μ(y_n | ·) (μ: tiny-lm, the SFT policy);
+- the win rate against the SFT policy, P(y ≻ y_SFT), by the keyword judge (the task's true preference,
+  which no policy trained against) and by pref-tiny (the model Nash-MD trained against; RLHF's reward
+  model was trained on the same pairs).
+
+One JSON line a run in ``--jsonl`` (loss, tau, seed, steps, kl, the two win rates with their 95 %
+intervals over prompts, the last training metrics); a run already in the file is skipped, so the sweep
+spans sessions. Each run's checkpoint stays under ``--root`` for head-to-head comparisons at matched KL.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+LOSSES = {"nash_md": [], "nash_md_pg": [], "rlhf": ["--model.preference_model", "reward-tiny"]}
+TAUS = (0.01, 0.05, 0.2, 0.5)
+
+
+def done(path: Path) -> set[tuple[str, float, int]]:
+    if not path.exists():
+        return set()
+    return {(r["loss"], r["tau"], r["seed"]) for r in map(json.loads, path.read_text().splitlines()) if r}
+
+
+def past(hhmm: str | None) -> bool:
+    return hhmm is not None and dt.datetime.now().strftime("%H:%M") >= hhmm
+
+
+@torch.no_grad()
+def measure(model, judge, prompts: list[str], samples: int, seed: int) -> dict:
+    """KL(π‖μ) and the win rates against μ on ``prompts``, ``samples`` responses each."""
+    from zoo.nash_md import objective as O
+    from zoo.nash_md.objective import win_rate_interval
+    from zoo.preference.data import keyword_judge
+
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    ids, mask = model.prompts_to_ids(prompts)
+    policy, sft = model.policy, model.reference_model()
+    kl, by_judge, by_model = [], [], []
+    for _ in range(samples):
+        y, y_mask = model.generate(policy, ids, mask, g)
+        y_sft, _ = model.generate(sft, ids, mask, g)
+        logp = model.response_log_probs(policy, ids, mask, y, y_mask)
+        ref = model.response_log_probs(sft, ids, mask, y, y_mask)
+        kl.append(O.sequence_kl(logp, ref, y_mask))
+        a, b = model.decode(y), model.decode(y_sft)
+        by_judge.append(keyword_judge(a, b).float())
+        by_model.append(judge.preference(prompts, a, b).float())
+    out = {"kl": float(torch.stack(kl).mean())}
+    for name, values in (("win_rate_judge", by_judge), ("win_rate_pref_tiny", by_model)):
+        mean, half = win_rate_interval(torch.stack(values).mean(0))  # per-prompt means, then over prompts
+        out[name], out[name + "_ci95"] = mean, half
+    return out
+
+
+def run(loss: str, tau: float, seed: int, root: Path, steps: int | None, samples: int, judge) -> dict:
+    from zoo.cli import load_recipe
+    from zoo.preference.data import sentence_starts
+
+    extra = ["--trainer.max_steps", str(steps)] if steps else []
+    cli = load_recipe("nash_md").main(["fit", "--seed_everything", str(seed), "--model.loss", loss, "--model.tau",
+                                       str(tau), *LOSSES[loss], *extra, "--trainer.default_root_dir",
+                                       str(root / f"{loss}-{tau}-{seed}"), "--trainer.enable_progress_bar", "false"])
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+    record = {"loss": loss, "tau": tau, "seed": seed, "steps": int(cli.trainer.global_step), "samples": samples,
+              **measure(cli.model, judge, sentence_starts("eval"), samples, seed=1000 + seed),
+              "checkpoint": str(Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"), "training": metrics}
+    return record
+
+
+def table(path: Path) -> str:
+    rows = sorted((json.loads(line) for line in path.read_text().splitlines() if line),
+                  key=lambda r: (r["loss"], r["tau"], r["seed"]))
+    out = ["| loss | τ | seed | KL(π‖μ) | win rate vs SFT, keyword judge | by pref-tiny |", "|---|---|---|---|---|---|"]
+    out += [f"| {r['loss']} | {r['tau']} | {r['seed']} | {r['kl']:.2f} | {r['win_rate_judge']:.3f} ± "
+            f"{r['win_rate_judge_ci95']:.3f} | {r['win_rate_pref_tiny']:.3f} ± {r['win_rate_pref_tiny_ci95']:.3f} |"
+            for r in rows]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jsonl", type=Path, default=ROOT / "docs" / "nash_md" / "sweep.jsonl")
+    parser.add_argument("--losses", nargs="+", choices=list(LOSSES), default=list(LOSSES))
+    parser.add_argument("--taus", type=float, nargs="+", default=list(TAUS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: default.yaml's)")
+    parser.add_argument("--samples", type=int, default=4, help="responses per held-out prompt")
+    parser.add_argument("--root", type=Path, default=ROOT / "logs" / "nash_md_sweep")
+    parser.add_argument("--not-after", metavar="HH:MM", help="start no run past this local time")
+    parser.add_argument("--table", action="store_true", help="only print the table of the finished runs")
+    args = parser.parse_args()
+    if args.table:
+        return print(table(args.jsonl))
+    torch.set_num_threads(1)
+    import zoo
+
+    judge = zoo.load("pref-tiny").eval()
+    for seed in args.seeds:
+        for tau in args.taus:
+            for loss in args.losses:
+                if (loss, tau, seed) in done(args.jsonl):
+                    continue
+                if past(args.not_after):
+                    print(f"past {args.not_after}: no new run starts; the same command continues", flush=True)
+                    return
+                record = run(loss, tau, seed, args.root, args.steps, args.samples, judge)
+                args.jsonl.parent.mkdir(parents=True, exist_ok=True)
+                with args.jsonl.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                print(f"{loss} τ={tau} seed {seed}: KL {record['kl']:.2f}, win rate vs SFT {record['win_rate_judge']:.3f} "
+                      f"(judge), {record['win_rate_pref_tiny']:.3f} (pref-tiny)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
