@@ -2,7 +2,7 @@
 each final policy's KL(π‖μ) and its win rate against the SFT policy.
 
     python scripts/bench/nash_md_sweep.py --seeds 0 --not-after 17:30      # trains what the file lacks
-    python scripts/bench/nash_md_sweep.py --table                          # the finished runs
+    python scripts/bench/nash_md_sweep.py --table --plot docs/nash_md/sweep.png   # the finished runs
 
 Each run trains recipes/configs/nash_md/default.yaml (tiny-lm, judged by pref-tiny; RLHF by reward-tiny)
 with ``--model.loss LOSS --model.tau τ`` and the seed; then, on the 136 held-out prompts with
@@ -97,6 +97,32 @@ def table(path: Path) -> str:
     return "\n".join(out)
 
 
+def plot(path: Path, out: Path) -> None:
+    """Win rate against the SFT policy (keyword judge) versus KL(π‖μ), one line per loss through its τ."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for loss in LOSSES:
+        mine = sorted((r for r in rows if r["loss"] == loss), key=lambda r: r["kl"])
+        if mine:
+            ax.errorbar([r["kl"] for r in mine], [r["win_rate_judge"] for r in mine],
+                        yerr=[r["win_rate_judge_ci95"] for r in mine], marker="o", capsize=3, label=loss)
+            for r in mine:
+                ax.annotate(f"τ={r['tau']}", (r["kl"], r["win_rate_judge"]), fontsize=7, xytext=(3, -9),
+                            textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("KL(π‖μ), nats (held-out prompts)")
+    ax.set_ylabel("win rate against the SFT policy (keyword judge)")
+    ax.axhline(0.5, color="grey", lw=0.5)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jsonl", type=Path, default=ROOT / "docs" / "nash_md" / "sweep.jsonl")
@@ -108,8 +134,11 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT / "logs" / "nash_md_sweep")
     parser.add_argument("--not-after", metavar="HH:MM", help="start no run past this local time")
     parser.add_argument("--table", action="store_true", help="only print the table of the finished runs")
+    parser.add_argument("--plot", type=Path, help="with --table: draw win rate against KL into this PNG")
     args = parser.parse_args()
     if args.table:
+        if args.plot:
+            plot(args.jsonl, args.plot)
         return print(table(args.jsonl))
     torch.set_num_threads(1)
     import zoo
