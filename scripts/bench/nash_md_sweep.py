@@ -3,6 +3,7 @@ each final policy's KL(π‖μ) and its win rate against the SFT policy.
 
     python scripts/bench/nash_md_sweep.py --seeds 0 --not-after 17:30      # trains what the file lacks
     python scripts/bench/nash_md_sweep.py --table --plot docs/nash_md/sweep.png   # the finished runs
+    python scripts/bench/nash_md_sweep.py --head-to-head docs/nash_md/head_to_head.jsonl
 
 Each run trains recipes/configs/nash_md/default.yaml (tiny-lm, judged by pref-tiny; RLHF by reward-tiny)
 with ``--model.loss LOSS --model.tau τ`` and the seed; then, on the 136 held-out prompts with
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -87,6 +89,38 @@ def run(loss: str, tau: float, seed: int, root: Path, steps: int | None, samples
     return record
 
 
+@torch.no_grad()
+def head_to_head(path: Path, samples: int, out: Path) -> str:
+    """Each Nash-MD run (both losses) against the RLHF run of its seed whose KL(π‖μ) is nearest, on the
+    held-out prompts: P(y_Nash ≻ y_RLHF) by the keyword judge, with its 95 % interval. Written to ``out``."""
+    import zoo
+    from zoo.nash_md.objective import win_rate_interval
+    from zoo.preference.data import keyword_judge, sentence_starts
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    prompts = sentence_starts("eval")
+    lines = ["| Nash-MD run | KL | RLHF run (nearest KL) | KL | P(Nash-MD ≻ RLHF), keyword judge |", "|---|---|---|---|---|"]
+    records = []
+    for r in (r for r in rows if r["loss"] != "rlhf"):
+        rivals = [x for x in rows if x["loss"] == "rlhf" and x["seed"] == r["seed"]]
+        if not rivals:
+            continue
+        rival = min(rivals, key=lambda x: abs(math.log(max(x["kl"], 1e-3) / max(r["kl"], 1e-3))))
+        a, b = zoo.load(r["checkpoint"]), zoo.load(rival["checkpoint"])
+        ids, mask = a.prompts_to_ids(prompts)
+        g = torch.Generator().manual_seed(2000 + r["seed"])
+        wins = torch.stack([keyword_judge(a.decode(a.generate(a.policy, ids, mask, g)[0]),
+                                          b.decode(b.generate(b.policy, ids, mask, g)[0])).float()
+                            for _ in range(samples)]).mean(0)
+        mean, half = win_rate_interval(wins)
+        records.append({"nash": [r["loss"], r["tau"], r["seed"]], "nash_kl": r["kl"], "rlhf_tau": rival["tau"],
+                        "rlhf_kl": rival["kl"], "win_rate_judge": mean, "ci95": half})
+        lines.append(f"| {r['loss']} τ={r['tau']} seed {r['seed']} | {r['kl']:.2f} | rlhf τ={rival['tau']} | "
+                     f"{rival['kl']:.2f} | {mean:.3f} ± {half:.3f} |")
+    out.write_text("".join(json.dumps(x) + "\n" for x in records))
+    return "\n".join(lines)
+
+
 def table(path: Path) -> str:
     rows = sorted((json.loads(line) for line in path.read_text().splitlines() if line),
                   key=lambda r: (r["loss"], r["tau"], r["seed"]))
@@ -135,7 +169,11 @@ def main() -> None:
     parser.add_argument("--not-after", metavar="HH:MM", help="start no run past this local time")
     parser.add_argument("--table", action="store_true", help="only print the table of the finished runs")
     parser.add_argument("--plot", type=Path, help="with --table: draw win rate against KL into this PNG")
+    parser.add_argument("--head-to-head", type=Path, metavar="JSONL",
+                        help="only compare each Nash-MD policy with the RLHF policy of the nearest KL; results here")
     args = parser.parse_args()
+    if args.head_to_head:
+        return print(head_to_head(args.jsonl, args.samples, args.head_to_head))
     if args.table:
         if args.plot:
             plot(args.jsonl, args.plot)
