@@ -150,8 +150,12 @@ def test_kv_cache_sampling_matches_recomputation_and_padding(tiny_gpt2, tokenize
 
 def test_lora_trains_only_adapters(tiny_gpt2):
     import copy
+    import warnings
 
-    model = add_lora(copy.deepcopy(tiny_gpt2), r=2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*fan_in_fan_out")  # GPT-2's Conv1D is declared: no correction to warn of
+        model = add_lora(copy.deepcopy(tiny_gpt2), r=2)
+    assert model.peft_config["default"].fan_in_fan_out
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     lm = CausalLM(n_positions=32, n_embd=16, n_layer=1, n_head=2, vocab_size=300, lora_r=2)

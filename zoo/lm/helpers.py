@@ -259,7 +259,9 @@ def add_lora(model: nn.Module, r: int = 8, alpha: float = 16.0, dropout: float =
     if target_modules is None:
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         target_modules = DEFAULTS.get(model_type, "all-linear")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
+    # GPT-2's Conv1D stores its weight transposed: saying so spares PEFT's warning that it corrects it
+    conv1d = any(type(m).__name__ == "Conv1D" for m in model.modules())
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM", fan_in_fan_out=conv1d,
                         target_modules=list(target_modules) if not isinstance(target_modules, str) else target_modules)
     return get_peft_model(model, config)
 
