@@ -43,6 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 TRL_PIN = "trl==1.13.0"
+# what TRL adds to the project's packages, each at the version the bench was measured with
+TRL_PINS = (TRL_PIN, "datasets==5.2.0", "multiprocess==0.70.19", "pandas==3.1.1", "pyarrow==26.0.1")
 TINY_LM = ROOT / "checkpoints" / "tiny-lm"
 
 TRL_WORKER = r'''
@@ -171,7 +173,7 @@ def trl_python(venv: Path) -> Path:
                           capture_output=True, text=True, check=True).stdout.strip()
     # torch, transformers and accelerate come from the project's environment, so both sides run the same ones
     (Path(site) / "zoo_env.pth").write_text(ours + "\n")
-    subprocess.run([str(python), "-m", "pip", "install", "-q", TRL_PIN], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *TRL_PINS], check=True)
     return python
 
 
@@ -292,7 +294,7 @@ def main() -> None:
     if args.out is not None:
         args.out.write_text(json.dumps({"fixed_batch_loss": {"zoo": zoo_loss, "trl": trl_loss}, "mixture": mixture,
                                         "speed": rows, "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
-                                        "trl": TRL_PIN, "gradient_checkpointing": False, "time": time.ctime()}, indent=2))
+                                        "pins": list(TRL_PINS), "gradient_checkpointing": False, "time": time.ctime()}, indent=2))
 
 
 if __name__ == "__main__":
