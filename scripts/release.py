@@ -65,8 +65,9 @@ def main() -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     command = "python recipes/{}.py {}".format(method, shlex.join(recipe_args))
     seed = cli.config[cli.subcommand].get("seed_everything")
+    base = json.loads((out / "base.json").read_text()) if (out / "base.json").is_file() else None  # an adapter's base
     (out / "card.md").write_text(card(args.id, method_of(type(model)), args.data, command, seed, metrics, model, args.licence,
-                                     commit))
+                                     commit, base=base))
 
     registry = hub.registry()
     registry[args.id] = {"path": args.id, "method": method, "data": args.data,

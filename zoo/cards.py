@@ -41,8 +41,20 @@ def git_commit() -> str:
         return "unknown"
 
 
+def adapter_section(release_id: str, base: dict) -> str:
+    """What an adapter release goes over (base.json: the base's name and the sha256 of its weights)."""
+    return f"""
+## Base model
+
+A LoRA adapter in PEFT's format over the base `{base['base']}`, whose weights have sha256
+`{base['sha256']}` (the zoo refuses another). `zoo.load("{release_id}")` gives the base with the adapter
+merged; plain PEFT loads it over the same base:
+`PeftModel.from_pretrained(base_model, "checkpoints/{release_id}")`.
+"""
+
+
 def card(release_id: str, method: str, data: str, command: str, seed, metrics: dict, model, licence: str,
-         commit: str, curve: bool = True) -> str:
+         commit: str, curve: bool = True, base: dict | None = None) -> str:
     cls = type(model)
     doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or cls.__name__).strip().splitlines()[0]
     rows = "\n".join(f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()))
@@ -52,7 +64,7 @@ def card(release_id: str, method: str, data: str, command: str, seed, metrics: d
 {method}: {doc}
 
 Load it with `zoo.load("{release_id}")`; fine-tune it with `--model.init_from {release_id}`.
-
+{adapter_section(release_id, base) if base else ""}
 ## Data
 
 {data}. Licence: {licence}.

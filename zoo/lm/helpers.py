@@ -66,7 +66,7 @@ def resolve_base(base: str, flag: str = "--model.base") -> str:
                 f"{flag} {base}: a zoo release (it holds {hub.HPARAMS}) without its {hub.MANIFEST}, so nothing says "
                 "its files are the released ones: give the release as it was published (its id, or its folder with "
                 "the manifest), or export it again (python -m zoo export)")
-        if not (p / "config.json").exists():
+        if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
             raise UserError(f"{flag} {base}: the folder has no config.json; expected a directory written by "
                              "save_pretrained (an HF causal LM) or a zoo release id")
         return str(p)
@@ -117,8 +117,11 @@ def _load_causal_lm(base: str, flag: str) -> tuple[nn.Module, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from zoo import offline
+    from zoo.lm import adapter
 
     where = resolve_base(base, flag)
+    if adapter.is_adapter(where):
+        return adapter.load(where, flag)
     if where.endswith(".gguf"):
         model, tokenizer = load_gguf(where, flag)
         return copy.deepcopy(model), tokenizer

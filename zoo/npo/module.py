@@ -363,13 +363,29 @@ class NPO(ZooModule):
         return self.model
 
     def save_release(self, directory: Path) -> None:
-        """A Hugging Face folder: config.json, model.safetensors, the tokenizer's files."""
-        self.hf_model().save_pretrained(directory, safe_serialization=True)
+        """With LoRA (``lora_r`` > 0), the adapter over the base it was trained on, in PEFT's format, stacked
+        over the base's own adapter where the base is itself an adapter release (zoo/lm/adapter.py): a few
+        MB that plain PEFT loads over the same base. Else a Hugging Face folder: config.json,
+        model.safetensors. The tokenizer's files either way."""
+        from zoo.lm import adapter
+
+        if self.hparams.lora_r:
+            own, transposed = adapter.factors_of(self.model)
+            chain, base = [own], self.hparams.base
+            where = resolve_base(base)
+            while adapter.is_adapter(where):  # trained over adapters merged into their base: one adapter over it
+                chain.insert(0, adapter.read(where)[0])
+                base = adapter.base_of(where)["base"]
+                where = resolve_base(base)
+            adapter.write(adapter.stack(*chain), directory, base, transposed, adapter.fingerprint(where))
+        else:
+            self.hf_model().save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
 
     @classmethod
     def load_release(cls, directory: Path, init_args: dict[str, Any]) -> "NPO":
-        init_args = {**init_args, "base": str(directory), "lora_r": 0}  # adapters were merged at release
+        """The release's model (an adapter release: its base with the adapter merged), adapters off."""
+        init_args = {**init_args, "base": str(directory), "lora_r": 0}  # adapters are merged on loading
         init_args.pop("init_from", None)
         return cls(**init_args)
 
