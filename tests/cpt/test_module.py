@@ -277,3 +277,66 @@ def test_training_with_the_shared_context_equals_peft_forward():
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(shared, torch.autograd.grad(expected, delta)[0], rtol=1e-4, atol=1e-7)
     assert shared.abs().sum() > 0
+
+
+def test_a_hidden_example_is_not_seen_by_its_own_query():
+    """hide_own_example: a training query attends to every context example but its own; the training loss
+    is CPT's loss on those logits (a change to the hidden example's δ moves the other rows, not its own)."""
+    from zoo.cpt.objective import cpt_loss
+
+    torch.manual_seed(0)
+    model = CPT(method="cpt", lr=0.05, epsilon=4.0, format_epsilon=2.0, hide_own_example=True, **COMPACT)
+    data = FewShotDataModule(k=4, batch_size=3, val_size=0)
+    data.setup("fit", model)
+    model.train()
+    batch = data.train_dataloader().batch([1, 2, 0])  # queries of examples 1, 2, 0
+    ids, mask, example = batch["input_ids"], batch["attention_mask"], batch["example"]
+    hidden = model.own_example_mask(example)
+    assert hidden.shape == (3, len(model.context_ids)) and hidden[0][(model.context_types - 1) // 4 == 1].sum() == 0
+    with torch.no_grad():
+        before = model._after_context(ids, mask, context_mask=hidden)[1]
+        delta = model.prompt().delta_embedding.weight
+        delta[model.context_types == 4 * 1 + 2] += 0.5  # example 1's text
+        after = model._after_context(ids, mask, context_mask=hidden)[1]
+    torch.testing.assert_close(after[0], before[0])  # example 1's own query: unmoved
+    assert not torch.allclose(after[1], before[1])  # example 2's query sees example 1
+    loss = model.training_step(batch, 0)
+    context, rows = model._after_context(ids, mask, context_mask=hidden)
+    B = ids.shape[0]
+    query_types = torch.where(batch["types"] > 0, batch["types"] + model.context_types.max(), batch["types"])
+    expected = cpt_loss(torch.cat([context.expand(B, -1, -1), rows], 1), torch.cat([model.context_ids.expand(B, -1), ids], 1),
+                        torch.cat([model.context_types.expand(B, -1), query_types], 1), model.hparams.loss_decay)
+    torch.testing.assert_close(loss, expected)
+    model.hparams.hide_own_example = False
+    assert not torch.allclose(model.training_step(batch, 0), expected)  # seeing itself, the query's loss differs
+
+
+def test_balanced_classes_weigh_each_class_the_same():
+    """balance_classes: each label token of the loss weighs n / (C · n_c) by its example's class (a draw of three
+    of one class and one of the other: 2/3 and 2), in the context and in the queries alike."""
+    from zoo.cpt.objective import balance_weights, cpt_loss
+
+    torch.testing.assert_close(balance_weights(torch.tensor([0, 0, 0, 1])), torch.tensor([2 / 3, 2 / 3, 2 / 3, 2.0]))
+    torch.testing.assert_close(balance_weights(torch.tensor([2, 0, 2, 0])), torch.ones(4))
+    words = [" number", " string"]
+    examples = [["1 + 2", " number"], ["3 * 4", " number"], ["'a' + 'b'", " string"], ["7 - 5", " number"]]
+    model = CPT(method="cpt", examples=examples, label_words=words, balance_classes=True, **COMPACT)
+    model.train()
+    encoded = model.encode_examples()
+    from zoo.cpt.data import QueryBatches
+
+    batch = QueryBatches(encoded, 2, model.pad_id, 0).batch([2, 3])
+    w = model.class_weights(batch["example"], batch["input_ids"].shape[1])
+    n = len(model.context_ids)
+    label = model.context_types % 4 == 0
+    context_labels = w[0, :n][label & (model.context_types > 0)]
+    assert context_labels.tolist() == pytest.approx([2 / 3] * 2 + [2.0] + [2 / 3])  # examples 0-3, one token each
+    assert w[0, n:].unique().tolist() == pytest.approx([2.0]) and w[1, n:].unique().tolist() == pytest.approx([2 / 3])
+    loss = model.training_step(batch, 0)
+    context, rows = model._after_context(batch["input_ids"], batch["attention_mask"])
+    ids, types = batch["input_ids"], batch["types"]
+    query_types = torch.where(types > 0, types + model.context_types.max(), types)
+    args = (torch.cat([context.expand(2, -1, -1), rows], 1), torch.cat([model.context_ids.expand(2, -1), ids], 1),
+            torch.cat([model.context_types.expand(2, -1), query_types], 1), model.hparams.loss_decay)
+    torch.testing.assert_close(loss, cpt_loss(*args, w))
+    assert not torch.allclose(loss, cpt_loss(*args))

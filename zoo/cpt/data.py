@@ -202,7 +202,7 @@ class QueryBatches:
         ids = pad_right([self.encoded[i][0] for i in rows], self.pad_id)
         types = pad_right([self.encoded[i][1] for i in rows], 0)
         mask = pad_right([[1] * len(self.encoded[i][0]) for i in rows], 0)
-        return {"input_ids": ids, "attention_mask": mask, "types": types}
+        return {"input_ids": ids, "attention_mask": mask, "types": types, "example": torch.tensor(list(rows))}
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         if self._resume_at is not None:

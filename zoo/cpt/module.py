@@ -25,7 +25,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from zoo.cpt.context import Templates, build_context, encode_example, overhead, pad_right, text_budget
-from zoo.cpt.objective import cpt_loss, label_scores, project, projection_radius
+from zoo.cpt.objective import balance_weights, cpt_loss, label_scores, project, projection_radius
 from zoo.errors import CheckpointError, UserError
 from zoo.lm.helpers import add_lora, cache_argument, context_length, load_causal_lm
 from zoo.module import ZooModule
@@ -76,6 +76,8 @@ class CPT(ZooModule):
         epsilon: float = 0.2,
         format_epsilon: float = 0.1,
         loss_decay: float = 0.95,
+        hide_own_example: bool = False,
+        balance_classes: bool = False,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         schedule_steps: int | None = None,
@@ -102,6 +104,10 @@ class CPT(ZooModule):
             epsilon: CPT's projection radius ε for the input tokens (scaled by √(d/2048)).
             format_epsilon: CPT's projection radius for the input and output templates (scaled likewise).
             loss_decay: CPT's loss weight γ per example back from the query (1: no decay).
+            hide_own_example: CPT's training queries are the context's own examples; hidden (True), a query
+                does not attend to its own example in the context, so its label cannot be copied from there.
+            balance_classes: weigh each label token of CPT's loss by n / (C · n_c), its class's share of the k
+                examples inverted (``balance_weights``), so that an uneven draw does not teach the majority label.
             lr: AdamW learning rate (linear decay to 0 over schedule_steps, as transformers' Trainer).
             weight_decay: AdamW weight decay.
             schedule_steps: steps of the linear decay; the trainer's max_steps when not given.
@@ -335,12 +341,13 @@ class CPT(ZooModule):
                    logits_to_keep=0 if keep == 0 else 1)
         return out.logits, out["cache"] if "cache" in out else out["past_key_values"]
 
-    def _after_context(self, ids: Tensor, mask: Tensor, keep: int = 0) -> tuple[Tensor, Tensor]:
+    def _after_context(self, ids: Tensor, mask: Tensor, keep: int = 0,
+                       context_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The context's logits [1, n, V] (only its last position's where ``keep`` > 0) and the last ``keep``
         positions' logits of the rows after it (all where 0), the context run once for the batch and its
         keys and values shared: what PEFT's forward gives on every row, at a fraction of the cost; in
         training the gradients reach δ through them. An evaluation epoch runs the context once for all
-        its batches (δ does not move within it)."""
+        its batches (δ does not move within it). ``context_mask`` [B, n] hides context tokens from a row (0)."""
         base = self.model.get_base_model()
         if self._share and keep > 0:
             if self._shared is None:
@@ -349,7 +356,9 @@ class CPT(ZooModule):
         else:
             logits, cache = self._context(keep)
         cache.batch_repeat_interleave(ids.shape[0])
-        mask = torch.cat([mask.new_ones(ids.shape[0], self.n_prefix), mask], 1)
+        if context_mask is None:
+            context_mask = mask.new_ones(ids.shape[0], self.n_prefix)
+        mask = torch.cat([context_mask.to(mask.dtype), mask], 1)
         rows = base(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **{cache_argument(base): cache}).logits
         return logits, rows
 
@@ -361,17 +370,35 @@ class CPT(ZooModule):
         ids, types = batch["input_ids"], batch["types"]
         if self.hparams.method == "cpt":
             B = ids.shape[0]
-            context, rows = self._after_context(ids, batch["attention_mask"])
+            hidden = self.own_example_mask(batch["example"]) if self.hparams.hide_own_example else None
+            context, rows = self._after_context(ids, batch["attention_mask"], context_mask=hidden)
             logits = torch.cat([context.expand(B, -1, -1), rows], 1)  # PEFT's forward's logits, row by row
             query_types = torch.where(types > 0, types + self.context_types.max(), types)  # after the context's
+            weights = self.class_weights(batch["example"], ids.shape[1]) if self.hparams.balance_classes else None
             ids = torch.cat([self.context_ids.expand(B, -1), ids], 1)
             types = torch.cat([self.context_types.expand(B, -1), query_types], 1)
-            loss = cpt_loss(logits, ids, types, self.hparams.loss_decay)
+            loss = cpt_loss(logits, ids, types, self.hparams.loss_decay, weights)
         else:
             loss = cpt_loss(self(ids, batch["attention_mask"]), ids, types)
         if self.logging_step():
             self.log("train/loss", loss, prog_bar=True, batch_size=ids.shape[0])
         return loss
+
+    def class_weights(self, example: Tensor, query_length: int) -> Tensor:
+        """[B, n + T]: each token's ``balance_weights`` weight by the example it belongs to (context example i:
+        types 4i+1 … 4i+4; a query row: its ``example``), 1 on the separators."""
+        words = list(self.hparams.label_words)
+        w = balance_weights(torch.tensor([words.index(y) for _, y in self.hparams.examples])).to(example.device)
+        types = self.context_types.to(example.device)
+        context = torch.where(types > 0, w[((types - 1) // 4).clamp(0, len(w) - 1)], torch.ones_like(w[:1]))
+        query = w[example][:, None].expand(-1, query_length)
+        return torch.cat([context.expand(example.shape[0], -1), query], 1)
+
+    def own_example_mask(self, example: Tensor) -> Tensor:
+        """[B, n]: 0 on the context's tokens of each row's own example (types 4i+1 … 4i+4 for example i), 1 else."""
+        types = self.context_types.to(example.device)
+        own = (types[None, :] > 0) & ((types[None, :] - 1) // 4 == example[:, None])
+        return (~own).long()
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """Keep δ on its ball after every step (PEFT projects in the forward pass; projecting right after

@@ -78,17 +78,28 @@ def decay_weights(types: Tensor, decay: float) -> Tensor:
     return torch.where(label, decay ** m.float(), torch.ones_like(m, dtype=torch.float32))
 
 
-def cpt_loss(logits: Tensor, input_ids: Tensor, types: Tensor, decay: float = 1.0) -> Tensor:
+def cpt_loss(logits: Tensor, input_ids: Tensor, types: Tensor, decay: float = 1.0,
+             class_weights: Tensor | None = None) -> Tensor:
     """L above: logits [B, T, V] of the whole sequence (context + query), its ids and types [B, T].
 
     As PEFT: the mean over every label token of the batch of γ^m · cross-entropy (the weights are
-    not renormalised)."""
+    not renormalised). ``class_weights`` [B, T], where given, multiplies each label token's term as well
+    (``balance_weights``)."""
     types = types[:, 1:]
     label = is_label(types)
     nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten(), reduction="none")
     nll = nll.view_as(types)
     weighted = nll * decay_weights(types, decay)
+    if class_weights is not None:
+        weighted = weighted * class_weights[:, 1:]
     return weighted[label].mean()
+
+
+def balance_weights(classes: Tensor) -> Tensor:
+    """w_c = n / (C · n_c) for each of n examples of classes [n] (C the classes present, n_c those of class c):
+    every class weighs the same in the mean, however unevenly the k examples were drawn; 1 when balanced."""
+    present, inverse, counts = classes.unique(return_inverse=True, return_counts=True)
+    return (len(classes) / (len(present) * counts.float()))[inverse]
 
 
 def label_scores(logits: Tensor, input_ids: Tensor, target: Tensor) -> Tensor:
