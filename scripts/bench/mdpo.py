@@ -187,6 +187,7 @@ TASKS = {  # config, reference (None: ours alone), trainer.max_steps (None: the 
     "hopper_on_minibatch": ("paper_on_policy.yaml", None, 98, MINIBATCH),
     "hopper_off": ("paper.yaml", "sac", 600, []),  # 30k of the paper's 1M steps (10k of them random)
     "hopper_off_100k": ("paper.yaml", "sac", 2000, []),
+    "hopper_off_200k": ("paper.yaml", "sac", 4000, []),  # the 200k-step comparison with SAC (α fixed, as official)
     # the paper's budget, 488 × 2048 = 999,424 steps, against PPO at rl-zoo's settings for the task
     "hopper_1m": ("paper_on_policy.yaml", "ppo_zoo", 488, []),
     "halfcheetah_1m": ("paper_on_policy.yaml", "ppo_zoo", 488, ["--model.env", "HalfCheetah-v5"]),
