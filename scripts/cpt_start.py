@@ -9,7 +9,8 @@ model's share of answers per class (a model that drifts to one answer shows it t
 
 ``--data`` is a config of recipes/configs/cpt/ (base model, templates, label words, data path; its lr, ε
 and γ are the "paper" variant's); a variant is ``name`` or ``name=key:value,key:value`` with model
-settings overriding the config's (``paper`` alone: the config as it is). The test set is
+settings overriding the config's (``paper`` alone: the config as it is); ``select:true`` chooses lr, ε and
+steps by cross-validation on the k examples (zoo/cpt/select.py; candidates from the --select_* options). The test set is
 ``--per_class`` sentences of each class of the test split, drawn once with a fixed seed, the same for
 every draw and variant. One JSON line per (draw, variant) in ``--out``, the start as variant ``start``;
 lines already there are skipped.
@@ -74,12 +75,16 @@ def evaluate(model, dm) -> dict:
             "answers": {w: float((preds == i).float().mean()) for i, w in enumerate(words)}}
 
 
-def run(config: dict, folder: Path, k: int, draw: int, steps: int, overrides: dict) -> tuple[dict, dict]:
-    """(the untrained start, the trained model) evaluated for one draw and one setting."""
+def run(config: dict, folder: Path, k: int, draw: int, steps: int, overrides: dict, rule: dict) -> tuple[dict, dict]:
+    """(the untrained start, the trained model) evaluated for one draw and one setting; with ``select: true``
+    among the overrides, lr, ε and steps are first chosen from the k examples by zoo/cpt/select.py (``rule``)."""
     import lightning as L
 
     from zoo.cpt import CPT, FewShotDataModule
+    from zoo.cpt.select import select
 
+    overrides = dict(overrides)
+    selecting = overrides.pop("select", False)
     model_args = {**config["model"], "method": "cpt", **overrides}
     data_args = {**config["data"], "path": str(folder), "k": k, "draw_seed": draw, "val_size": 0, "test_size": None}
     L.seed_everything(draw, verbose=False)
@@ -88,6 +93,21 @@ def run(config: dict, folder: Path, k: int, draw: int, steps: int, overrides: di
     start = evaluate(model, dm)
     counts = {w: sum(1 for _, y in model.hparams.examples if y == w) for w in model.hparams.label_words}
     began = time.time()
+    chosen = None
+    if selecting:
+        best, _ = select(model_args, [tuple(e) for e in model.hparams.examples], list(model.hparams.label_words),
+                         rule["lrs"], rule["epsilons"], rule["steps"], rule["folds"], data_args.get("batch_size", 4), draw)
+        chosen = {"lr": best.lr, "epsilon": best.epsilon, "format_epsilon": best.format_epsilon, "steps": best.steps,
+                  "cv_acc": best.acc, "cv_nll": best.nll, "select_s": round(time.time() - began, 1)}
+        print(f"draw {draw}: chose {chosen}", flush=True)
+        steps = best.steps
+        L.seed_everything(draw, verbose=False)
+        model = CPT(**{**model_args, "lr": best.lr, "epsilon": best.epsilon, "format_epsilon": best.format_epsilon,
+                       "examples": model.hparams.examples, "label_words": model.hparams.label_words})
+        dm = FewShotDataModule(**data_args)
+        dm.setup("fit", model)
+        if steps == 0:
+            return {**start, "context_labels": counts}, {**start, "chosen": chosen, "fit_s": 0.0, "losses": []}
     quiet = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                  enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, max_steps=steps)
     losses = []
@@ -99,6 +119,8 @@ def run(config: dict, folder: Path, k: int, draw: int, steps: int, overrides: di
     L.Trainer(callbacks=[Losses()], **quiet).fit(model, dm)
     trained = {**evaluate(model, dm), "fit_s": round(time.time() - began, 1), "losses": losses,
                "delta_norm": float(model.prompt().delta_embedding.weight.norm(dim=-1).max())}
+    if chosen is not None:
+        trained["chosen"] = chosen
     return {**start, "context_labels": counts}, trained
 
 
@@ -144,6 +166,11 @@ def main() -> None:
     parser.add_argument("--per_class", type=int, default=100)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--variants", nargs="+", default=["paper"])
+    parser.add_argument("--select_lrs", nargs="+", type=float, default=[3e-3, 3e-2],
+                        help="a variant with select:true chooses among these learning rates ...")
+    parser.add_argument("--select_epsilons", nargs="+", default=["0.2/0.1"], help="... these ε/ε_format ...")
+    parser.add_argument("--select_steps", nargs="+", type=int, default=[0, 25, 50], help="... and steps (0: ICL)")
+    parser.add_argument("--select_folds", type=int, default=2, help="... by cross-validation on the k examples")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "cpt" / "start.jsonl")
     parser.add_argument("--table", type=Path, help="print the table of a results file and stop")
     args = parser.parse_args()
@@ -167,7 +194,9 @@ def main() -> None:
                 variant, overrides = parse_variant(text)
                 if (name, draw, variant) in done:
                     continue
-                start, trained = run(config, folder, args.k, draw, args.steps, overrides)
+                rule = {"lrs": args.select_lrs, "steps": args.select_steps, "folds": args.select_folds,
+                        "epsilons": [tuple(float(x) for x in e.split("/")) for e in args.select_epsilons]}
+                start, trained = run(config, folder, args.k, draw, args.steps, overrides, rule)
                 common = {"data": name, "k": args.k, "draw": draw, "test_n": test_n}
                 lines = []
                 if (name, draw, "start") not in done:
