@@ -2,8 +2,10 @@
 
     python scripts/npo_headline.py --data ../shared/data/tofu --base npo-tofu-full \\
         --retain-model RETAIN.ckpt --out docs/npo [--objectives ga npo npo_rt] [--seeds 0 1 2]
+    python scripts/npo_headline.py --config recipes/configs/npo/smollm2_unlearn.yaml --base npo-smollm2-tofu-full \\
+        --splits forget01 forget05 --retain-model forget01=R99.json forget05=R95.json --out docs/npo/smollm2
 
-Each run is ``python recipes/npo.py fit --config recipes/configs/npo/tofu.yaml`` with the split's
+Each run is ``python recipes/npo.py fit --config recipes/configs/npo/tofu.yaml`` (``--config``) with the split's
 step count (``epochs × n // batch``, as the official code counts), evaluated every ``--eval-every``
 epochs. Results are appended to OUT/headline.jsonl as they finish (a run already there is skipped,
 so the script resumes); ``--report`` writes OUT/headline.md (mean ± std over seeds) and
@@ -28,6 +30,14 @@ SIZES = {"forget01": 40, "forget05": 200, "forget10": 400}
 NAMES = {"start": "fine-tuned (before)", "ga": "GA", "gd": "GD", "ga_kl": "GA+KL", "npo": "NPO", "npo_rt": "NPO+RT", "npo_kl": "NPO+KL"}
 
 
+def retain_model(args, split: str) -> str:
+    """The retain model of ``split``: the one given for it (``split=path``), else the one given for every split."""
+    given = dict(item.split("=", 1) if "=" in item else ("*", item) for item in args.retain_model or [])
+    if split not in given and "*" not in given:
+        raise SystemExit(f"--retain-model: none for {split} (give PATH, or {split}=PATH)")
+    return given.get(split, given.get("*"))
+
+
 def evaluation(args) -> list[str]:
     return ["--model.eval_size", str(args.eval_size), "--model.max_new_tokens", str(args.max_new_tokens)]
 
@@ -40,11 +50,12 @@ def run(args, split: str, objective: str, seed: int) -> dict:
     every = max(1, args.eval_every * steps_per_epoch)
     with tempfile.TemporaryDirectory() as tmp:
         cli = load_recipe("npo").main([
-            "fit", "--config", str(ROOT / "recipes/configs/npo/tofu.yaml"), "--trainer.default_root_dir", tmp,
+            "fit", "--config", args.config, "--trainer.default_root_dir", tmp,
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
             "--seed_everything", str(seed), "--data.path", args.data, "--data.forget_split", split,
-            "--model.base", args.base, "--model.retain_model", args.retain_model, "--model.objective", objective,
-            "--model.lr", str(args.lr), "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(every),
+            "--model.base", args.base, "--model.retain_model", retain_model(args, split), "--model.objective", objective,
+            *(["--model.lr", str(args.lr)] if args.lr is not None else []),
+            "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(every),
             "--checkpoint.every_n_train_steps", str(steps), "--data.batch_size", str(args.batch_size), *evaluation(args)])
         curve, log = [], Path(cli.trainer.loggers[0].log_dir) / "metrics.csv"
         with open(log) if log.exists() else open("/dev/null") as f:
@@ -55,7 +66,7 @@ def run(args, split: str, objective: str, seed: int) -> dict:
                                   "retain_utility": float(row["val/retain_utility"]),
                                   "forget_prob": float(row["val/forget_prob"])})
     final = cli.model.release_metrics()
-    return {"split": split, "objective": objective, "seed": seed, "steps": steps, "lr": args.lr,
+    return {"split": split, "objective": objective, "seed": seed, "steps": steps, "lr": cli.model.hparams.lr, "base": args.base,
             "final": {k.removeprefix("val/"): v for k, v in final.items()}, "curve": curve}
 
 
@@ -65,11 +76,11 @@ def start(args, split: str) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         cli = load_recipe("npo").main([
-            "validate", "--config", str(ROOT / "recipes/configs/npo/tofu.yaml"), "--trainer.default_root_dir", tmp,
+            "validate", "--config", args.config, "--trainer.default_root_dir", tmp,
             "--trainer.enable_progress_bar", "false", "--data.path", args.data, "--data.forget_split", split,
-            "--model.base", args.base, "--model.retain_model", args.retain_model, *evaluation(args)])
+            "--model.base", args.base, "--model.retain_model", retain_model(args, split), *evaluation(args)])
         m = cli.model.last_eval["metrics"]
-    return {"split": split, "objective": "start", "seed": 0, "final": m,
+    return {"split": split, "objective": "start", "seed": 0, "final": m, "base": args.base,
             "curve": [{"step": 0, **{k: m[k] for k in ("forget_quality", "model_utility", "retain_utility", "forget_prob")}}]}
 
 
@@ -123,7 +134,8 @@ def report(out: Path) -> None:
             ax.set_xscale("log")
             ax.set_xlabel("forget quality (KS p-value, log)")
             ax.set_ylabel(label, fontsize=8)
-            ax.set_title(f"tiny-lm on TOFU {split}")
+            bases = sorted({r.get("base", "npo-tofu-full") for r in rows if r["split"] == split})
+            ax.set_title(f"{', '.join(bases)} on TOFU {split}")
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -134,14 +146,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tofu"))
     p.add_argument("--base", default="npo-tofu-full")
-    p.add_argument("--retain-model", default=None)
+    p.add_argument("--config", default=str(ROOT / "recipes/configs/npo/tofu.yaml"), help="the runs' recipe config")
+    p.add_argument("--retain-model", nargs="+", default=None,
+                   help="the retain model (a .ckpt, folder or truth_ratios.json), or one per split: forget05=PATH ...")
     p.add_argument("--splits", nargs="+", default=list(SIZES))
     p.add_argument("--objectives", nargs="+", default=list(NAMES)[1:])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=2, help="epochs between evaluations")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=None, help="the learning rate (default: the config's)")
     p.add_argument("--eval-size", type=int, default=300, help="items of each evaluation set (TOFU: 300)")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--out", default=str(ROOT / "docs" / "npo"))
