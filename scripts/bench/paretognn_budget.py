@@ -4,6 +4,7 @@ four downstream metrics every 250).
 
     python scripts/bench/paretognn_budget.py --jsonl docs/paretognn/cora_paper.jsonl --end-by 17:20
     python scripts/bench/paretognn_budget.py --jsonl docs/paretognn/cora_paper.jsonl --table
+    python scripts/bench/paretognn_budget.py --jsonl docs/paretognn/cora_paper.jsonl --plot docs/paretognn/cora_paper.png
 
 Runs go in order (seed 0 of each variant, then seed 1, ...). A run writes its checkpoints under
 ``--root``/<variant>-<seed>/; one that stops unfinished (``--end-by``: Lightning's ``max_time``, which saves
@@ -104,6 +105,38 @@ def table(path: Path) -> str:
     return "\n".join(out)
 
 
+def plot(path: Path, out: Path) -> None:
+    """The four downstream metrics and their mean against steps, one line per variant: the mean over its
+    seeds, the band between the lowest and the highest seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.0 * len(METRICS), 3.4))
+    for ax, metric in zip(axes, METRICS):
+        for variant in VARIANTS:
+            curves = [dict(map(tuple, r["curve"][metric])) for r in rows if r["variant"] == variant and metric in r["curve"]]
+            if not curves:
+                continue
+            steps = sorted(set.intersection(*(set(c) for c in curves)))
+            values = np.array([[c[s] for s in steps] for c in curves]) * 100
+            x = np.array(steps) + 1
+            line, = ax.plot(x, values.mean(0), marker="o", ms=3, label=f"{variant} ({len(curves)} seeds)")
+            if len(curves) > 1:
+                ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+        ax.set_title(metric.removeprefix("eval/"))
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("%")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("ParetoGNN on Cora at the paper's configuration (512-256): mean over seeds, band min-max")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jsonl", type=Path, default=ROOT / "docs" / "paretognn" / "cora_paper.jsonl")
@@ -112,7 +145,10 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT / "logs" / "paretognn_budget")
     parser.add_argument("--end-by", metavar="HH:MM", help="stop training by this local time (resumable later)")
     parser.add_argument("--table", action="store_true", help="only print the table of the finished runs")
+    parser.add_argument("--plot", type=Path, help="only plot the finished runs' curves into this PNG")
     args = parser.parse_args()
+    if args.plot:
+        return plot(args.jsonl, args.plot)
     if args.table:
         return print(table(args.jsonl))
     from zoo.paretognn.data import copy_shared_planetoid
