@@ -193,6 +193,14 @@ TASKS = {  # config, reference (None: ours alone), trainer.max_steps (None: the 
     "halfcheetah_1m": ("paper_on_policy.yaml", "ppo_zoo", 488, ["--model.env", "HalfCheetah-v5"]),
     # the official code's t_k over the same run: its K is 10⁷ / 2048 = 4882 iterations whatever the run's length
     "hopper_1m_official_tk": ("paper_on_policy.yaml", None, 488, ["--model.schedule_steps", "4882"]),
+    # what may hold MDPO back on HalfCheetah, one change at a time (ours alone, against halfcheetah_1m's MDPO):
+    # the official t_k, and the policy network rl-zoo's PPO uses there (256×256 ReLU, log σ₀ = −2, default init)
+    "halfcheetah_1m_official_tk": ("paper_on_policy.yaml", None, 488,
+                                   ["--model.env", "HalfCheetah-v5", "--model.schedule_steps", "4882"]),
+    "halfcheetah_1m_zoo_net": ("paper_on_policy.yaml", None, 488,
+                               ["--model.env", "HalfCheetah-v5", "--model.hidden_sizes", "[256, 256]",
+                                "--model.activation", "relu", "--model.log_std_init", "-2.0",
+                                "--model.orthogonal_init", "false"]),
     # the same on Hopper-v4, to tell whether rl-zoo's PPO settings (tuned on v3; v4 has the same model) fare
     # differently on v5: run with --sides reference
     "hopper_v4_1m": ("paper_on_policy.yaml", "ppo_zoo", 488, ["--model.env", "Hopper-v4"]),
@@ -200,13 +208,14 @@ TASKS = {  # config, reference (None: ours alone), trainer.max_steps (None: the 
 
 
 def model_hparams(config: str, extra: list[str] = ()) -> dict:
-    """The config's model arguments (with a ``--model.env`` of ``extra``) and its trainer.max_steps."""
+    """The config's model arguments with the ``--model.*`` of ``extra`` over them, and its trainer.max_steps."""
     import yaml
 
     spec = yaml.safe_load((CONFIGS / config).read_text())
     hp = {**spec["model"].get("init_args", {})}
-    if "--model.env" in extra:
-        hp["env"] = extra[list(extra).index("--model.env") + 1]
+    for flag, value in zip(extra[::2], extra[1::2]):
+        if flag.startswith("--model."):
+            hp[flag.removeprefix("--model.")] = yaml.safe_load(value)
     return hp, spec["trainer"]["max_steps"]
 
 
