@@ -53,6 +53,8 @@ class OnPolicyMDPO(MDPO):
         activation: Literal["tanh", "relu"] = "tanh",
         orthogonal_init: bool = True,
         normalize_obs: bool = True,
+        normalize_reward: bool = False,
+        value_clip: float = 0.0,
         update_schedule: Literal["full_batch", "minibatch"] = "full_batch",
         sgd_epochs: int = 10,
         minibatch_size: int = 64,
@@ -87,6 +89,10 @@ class OnPolicyMDPO(MDPO):
             orthogonal_init: orthogonal weights (gain √2; 0.01 for the policy's head, 1 for the value's), as
                 the official code's networks; false: PyTorch's default initialisation.
             normalize_obs: normalise observations with running mean and variance (kept in the weights).
+            normalize_reward: divide each reward by the running standard deviation of the discounted return
+                (clipped to ±10), as the official code's ``VecNormalize``: V learns the scaled returns.
+            value_clip: > 0: the clipped value loss of the official code (PPO's), max((V − R)²,
+                (V_k + clip(V − V_k, ±value_clip) − R)²) with V_k the rollout's prediction; 0: plain squared error.
             update_schedule: ``full_batch`` (the paper's: m = sgd_epochs Adam steps of the policy on the whole rollout,
                 then the value function with its own Adam) or ``minibatch`` (PPO's: sgd_epochs epochs of
                 minibatch_size minibatches, policy and value function in one loss).
@@ -121,6 +127,10 @@ class OnPolicyMDPO(MDPO):
         if not 0 < gamma <= 1 or not 0 <= gae_lambda <= 1:
             raise UserError(f"--model.gamma must lie in (0, 1] and gae_lambda in [0, 1]; got {gamma}, {gae_lambda}")
         self.value = nets.mlp(self.obs_dim, list(hidden_sizes), 1, activation)
+        # the reward scaling's state: the discounted return G of each environment and its running variance
+        # (VecNormalize's, count starting at 10⁻⁴); kept in checkpoints beside the weights, not in them
+        self.reward_norm = {"G": torch.zeros(n_envs, dtype=torch.float64), "mean": torch.zeros((), dtype=torch.float64),
+                            "var": torch.ones((), dtype=torch.float64), "count": torch.tensor(1e-4, dtype=torch.float64)}
         if orthogonal_init:
             nets.orthogonal_init(self.policy.net, out_gain=0.01)
             nets.orthogonal_init(self.value, out_gain=1.0)
@@ -144,14 +154,42 @@ class OnPolicyMDPO(MDPO):
         hp = self.hparams
         roll = collect_rollout(self.env_pool(), self._act, hp.n_steps, self.generator, self.device)
         T, N = roll["rewards"].shape
+        ended = roll["terminated"] | roll["truncated"]
+        rewards = self.scale_rewards(roll["rewards"], ended) if hp.normalize_reward else roll["rewards"]
         values = self.value(roll["x"].flatten(0, 1)).float().view(T, N)
         next_values = self.value(self.features(roll["next_obs"].flatten(0, 1))).float().view(T, N)
-        adv, returns = gae(roll["rewards"], values, next_values, roll["terminated"],
-                           roll["terminated"] | roll["truncated"], hp.gamma, hp.gae_lambda)
+        adv, returns = gae(rewards, values, next_values, roll["terminated"], ended, hp.gamma, hp.gae_lambda)
         self.update_obs_norm(roll["obs"].flatten(0, 1))
         return {"x": roll["x"].flatten(0, 1), "actions": roll["actions"].flatten(0, 1),
                 "log_prob": roll["log_prob"].flatten(0, 1), "old_params": roll["old_params"].flatten(0, 1),
-                "adv": adv.flatten(), "returns": returns.flatten()}
+                "adv": adv.flatten(), "returns": returns.flatten(), "old_values": values.flatten()}
+
+    def scale_rewards(self, rewards: Tensor, ended: Tensor) -> Tensor:
+        """r_t / √(Var[G] + 10⁻⁸), clipped to ±10, step by step as ``VecNormalize`` does it while stepping:
+        G ← γ G + r_t per environment, Var[G] updated with the environments' G, then G ← 0 where an episode
+        ended. The actions never see the scaled rewards, so scaling after the rollout is the same."""
+        s = self.reward_norm
+        r, done = rewards.detach().double().cpu(), ended.cpu()
+        out = torch.empty_like(r)
+        for t in range(r.shape[0]):
+            s["G"] = s["G"] * self.hparams.gamma + r[t]
+            n, total = s["G"].numel(), s["count"] + s["G"].numel()
+            delta = s["G"].mean() - s["mean"]
+            s["var"] = (s["var"] * s["count"] + s["G"].var(unbiased=False) * n + delta ** 2 * s["count"] * n / total) / total
+            s["mean"], s["count"] = s["mean"] + delta * n / total, total
+            out[t] = (r[t] / torch.sqrt(s["var"] + 1e-8)).clamp(-10.0, 10.0)
+            s["G"] = s["G"].masked_fill(done[t], 0.0)
+        return out.to(rewards.device, rewards.dtype)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.hparams.normalize_reward:
+            checkpoint["mdpo_reward_norm"] = {k: v.clone() for k, v in self.reward_norm.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if "mdpo_reward_norm" in checkpoint:
+            self.reward_norm = {k: v.clone() for k, v in checkpoint["mdpo_reward_norm"].items()}
 
     def log_prob_kl_entropy(self, x: Tensor, actions: Tensor, old_params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """log π_θ(a|s), KL(π_θ(·|s) ‖ π_θk(·|s)) in closed form, and the entropy of π_θ(·|s). For the
@@ -173,7 +211,13 @@ class OnPolicyMDPO(MDPO):
         return loss, kl.mean(), entropy.mean()
 
     def value_loss(self, batch: dict[str, Tensor], i: Tensor | slice) -> Tensor:
-        return F.mse_loss(self.value(batch["x"][i]).float().squeeze(-1), batch["returns"][i])
+        v, target = self.value(batch["x"][i]).float().squeeze(-1), batch["returns"][i]
+        c = self.hparams.value_clip
+        if c <= 0:
+            return F.mse_loss(v, target)
+        old = batch["old_values"][i]
+        clipped = old + (v - old).clamp(-c, c)
+        return torch.maximum((v - target).pow(2), (clipped - target).pow(2)).mean()
 
     def minibatches(self, n: int, size: int) -> list[Tensor]:
         perm = torch.randperm(n, generator=self.generator, device=self.generator.device).to(self.device)
