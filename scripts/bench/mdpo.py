@@ -207,6 +207,12 @@ TASKS = {  # config, reference (None: ours alone), trainer.max_steps (None: the 
                                       "--model.value_clip", "0.2"]),
     "hopper_1m_official_norm": ("paper_on_policy.yaml", None, 488,
                                 ["--model.normalize_reward", "true", "--model.value_clip", "0.2"]),
+    # all three of the official code's settings above at once (t_k, reward scaling, value clip)
+    "halfcheetah_1m_official": ("paper_on_policy.yaml", None, 488,
+                                ["--model.env", "HalfCheetah-v5", "--model.schedule_steps", "4882",
+                                 "--model.normalize_reward", "true", "--model.value_clip", "0.2"]),
+    "hopper_1m_official": ("paper_on_policy.yaml", None, 488,
+                           ["--model.schedule_steps", "4882", "--model.normalize_reward", "true", "--model.value_clip", "0.2"]),
     # the same on Hopper-v4, to tell whether rl-zoo's PPO settings (tuned on v3; v4 has the same model) fare
     # differently on v5: run with --sides reference
     "hopper_v4_1m": ("paper_on_policy.yaml", "ppo_zoo", 488, ["--model.env", "Hopper-v4"]),
