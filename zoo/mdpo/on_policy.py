@@ -35,7 +35,7 @@ from zoo.mdpo.objective import (
     mdpo_on_policy_loss,
     step_size,
 )
-from zoo.rl import collect_rollout, gae
+from zoo.rl import RunningNorm, collect_rollout, gae
 
 
 class OnPolicyMDPO(MDPO):
@@ -127,10 +127,10 @@ class OnPolicyMDPO(MDPO):
         if not 0 < gamma <= 1 or not 0 <= gae_lambda <= 1:
             raise UserError(f"--model.gamma must lie in (0, 1] and gae_lambda in [0, 1]; got {gamma}, {gae_lambda}")
         self.value = nets.mlp(self.obs_dim, list(hidden_sizes), 1, activation)
-        # the reward scaling's state: the discounted return G of each environment and its running variance
-        # (VecNormalize's, count starting at 10⁻⁴); kept in checkpoints beside the weights, not in them
-        self.reward_norm = {"G": torch.zeros(n_envs, dtype=torch.float64), "mean": torch.zeros((), dtype=torch.float64),
-                            "var": torch.ones((), dtype=torch.float64), "count": torch.tensor(1e-4, dtype=torch.float64)}
+        # the reward scaling's state: the discounted return G of each environment and its running statistics
+        # (VecNormalize's, count starting at 10⁻⁴); in a dict, so kept in checkpoints beside the weights, not in them
+        self.reward_norm = {"G": torch.zeros(n_envs, dtype=torch.float64), "stats": RunningNorm(())}
+        self.reward_norm["stats"].count.fill_(1e-4)
         if orthogonal_init:
             nets.orthogonal_init(self.policy.net, out_gain=0.01)
             nets.orthogonal_init(self.value, out_gain=1.0)
@@ -168,28 +168,27 @@ class OnPolicyMDPO(MDPO):
         """r_t / √(Var[G] + 10⁻⁸), clipped to ±10, step by step as ``VecNormalize`` does it while stepping:
         G ← γ G + r_t per environment, Var[G] updated with the environments' G, then G ← 0 where an episode
         ended. The actions never see the scaled rewards, so scaling after the rollout is the same."""
-        s = self.reward_norm
+        G, stats = self.reward_norm["G"], self.reward_norm["stats"]
         r, done = rewards.detach().double().cpu(), ended.cpu()
         out = torch.empty_like(r)
         for t in range(r.shape[0]):
-            s["G"] = s["G"] * self.hparams.gamma + r[t]
-            n, total = s["G"].numel(), s["count"] + s["G"].numel()
-            delta = s["G"].mean() - s["mean"]
-            s["var"] = (s["var"] * s["count"] + s["G"].var(unbiased=False) * n + delta ** 2 * s["count"] * n / total) / total
-            s["mean"], s["count"] = s["mean"] + delta * n / total, total
-            out[t] = (r[t] / torch.sqrt(s["var"] + 1e-8)).clamp(-10.0, 10.0)
-            s["G"] = s["G"].masked_fill(done[t], 0.0)
+            G.mul_(self.hparams.gamma).add_(r[t])
+            stats.update(G)
+            out[t] = (r[t] / torch.sqrt(stats.var + 1e-8)).clamp(-10.0, 10.0)
+            G.masked_fill_(done[t], 0.0)
         return out.to(rewards.device, rewards.dtype)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         if self.hparams.normalize_reward:
-            checkpoint["mdpo_reward_norm"] = {k: v.clone() for k, v in self.reward_norm.items()}
+            checkpoint["mdpo_reward_norm"] = {"G": self.reward_norm["G"].clone(), **self.reward_norm["stats"].state_dict()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if "mdpo_reward_norm" in checkpoint:
-            self.reward_norm = {k: v.clone() for k, v in checkpoint["mdpo_reward_norm"].items()}
+            state = dict(checkpoint["mdpo_reward_norm"])
+            self.reward_norm["G"] = state.pop("G").clone()
+            self.reward_norm["stats"].load_state_dict(state)
 
     def log_prob_kl_entropy(self, x: Tensor, actions: Tensor, old_params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """log π_θ(a|s), KL(π_θ(·|s) ‖ π_θk(·|s)) in closed form, and the entropy of π_θ(·|s). For the
