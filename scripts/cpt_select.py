@@ -1,6 +1,6 @@
 """A CPT config's learning rate, ε and steps chosen by the rule of zoo/cpt/select.py from the config's own k
 examples (its data.k and data.draw_seed): stratified cross-validation on those examples alone, no test or
-validation example seen. The shipped SmolLM2 configs carry what this prints for them.
+validation example seen. What it prints is what a shipped config should carry for its own draw.
 
     python scripts/cpt_select.py --config recipes/configs/cpt/sst2_smollm2.yaml
     python scripts/cpt_select.py --config recipes/configs/cpt/trec_smollm2.yaml --lrs 0.003 0.03 --steps 0 25 50
