@@ -34,6 +34,9 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="what the model was trained on, one line")
     parser.add_argument("--headline", required=True, help="the metric the registry table shows")
     parser.add_argument("--licence", default="MIT (weights); data as stated", help="licence line for the card")
+    parser.add_argument("--curve-from", nargs="+", type=Path, metavar="CSV",
+                        help="the metrics.csv logs to plot, oldest first, instead of this run's: for a release that "
+                             "resumes a finished run's checkpoint (--ckpt_path), the logs of that run's versions")
     parser.add_argument("--allow-dirty", action="store_true",
                         help="release from a tree with uncommitted changes (the card says so); for trials only")
     argv = sys.argv[1:]
@@ -46,6 +49,9 @@ def main() -> None:
                                   if (ROOT / "recipes" / f"{m}.py").exists()), None)
     if method is None:
         parser.error(f"no recipe matches the id {args.id!r}: pass --method")
+    missing = [str(f) for f in args.curve_from or () if not f.is_file()]
+    if missing:
+        parser.error(f"--curve-from: no such file {', '.join(missing)}")
     out = hub.CHECKPOINTS / args.id
     commit = git_commit()  # the code that trains the release: taken now, before training starts
     if commit.endswith("(with uncommitted changes)") and not args.allow_dirty:
@@ -61,7 +67,7 @@ def main() -> None:
             raise SystemExit(f"--headline {args.headline!r} was not measured; measured: {sorted(metrics)}")
         manifest = hub.save(model, out)
         log_dir = Path(trainer.loggers[0].log_dir)
-        plot_curve(log_dir / "metrics.csv", out / "curve.png", getattr(model, "curve_metrics", ()), args.id)
+        plot_curve(args.curve_from or log_dir / "metrics.csv", out / "curve.png", getattr(model, "curve_metrics", ()), args.id)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     command = "python recipes/{}.py {}".format(method, shlex.join(recipe_args))
     seed = cli.config[cli.subcommand].get("seed_everything")

@@ -22,14 +22,27 @@ def read_metrics(metrics_csv: str | Path) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-def plot_curve(metrics_csv: str | Path, out_png: str | Path, keys: tuple[str, ...], title: str = "") -> Path | None:
-    """Plot ``keys`` (those present) against the step; one panel per key. None if nothing to plot."""
+def read_resumed(metrics_csvs: list[str | Path]) -> dict[str, list[tuple[int, float]]]:
+    """The series of a run resumed across several logs (oldest first): where a later log starts a series
+    at step s, what an earlier one logged from s on was lost with the process that logged it."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for path in metrics_csvs:
+        for key, points in read_metrics(path).items():
+            first = points[0][0]
+            series[key] = [p for p in series.get(key, []) if p[0] < first] + points
+    return series
+
+
+def plot_curve(metrics_csv: str | Path | list[str | Path], out_png: str | Path, keys: tuple[str, ...],
+               title: str = "") -> Path | None:
+    """Plot ``keys`` (those present) against the step; one panel per key. None if nothing to plot. A list of
+    logs is one run resumed across them (``read_resumed``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = read_metrics(metrics_csv)
+    series = read_resumed(metrics_csv) if isinstance(metrics_csv, list) else read_metrics(metrics_csv)
     keys = tuple(k for k in keys if series.get(k))
     if not keys:
         return None

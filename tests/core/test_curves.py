@@ -1,0 +1,15 @@
+"""A run resumed across logs plots as one curve: what a killed process logged past its last checkpoint
+is replaced by what the resumed one logged from there."""
+from zoo.curves import plot_curve, read_resumed
+
+
+def write(path, rows):
+    path.write_text("epoch,step,train/loss\n" + "".join(f"0,{s},{v}\n" for s, v in rows))
+    return path
+
+
+def test_a_resumed_run_keeps_each_step_once_from_the_log_that_survived(tmp_path):
+    first = write(tmp_path / "v0.csv", [(0, 5.0), (10, 4.0), (20, 3.0), (30, 9.9)])  # killed after 30, saved at 20
+    second = write(tmp_path / "v1.csv", [(20, 3.1), (30, 2.5), (40, 2.0)])
+    assert read_resumed([first, second])["train/loss"] == [(0, 5.0), (10, 4.0), (20, 3.1), (30, 2.5), (40, 2.0)]
+    assert plot_curve([first, second], tmp_path / "curve.png", ("train/loss",)).is_file()
