@@ -347,17 +347,20 @@ def jsonl_table(rows: list[dict]) -> str:
 
 
 def jsonl_plot(rows: list[dict], path: str) -> None:
-    """Greedy-evaluation curves, one panel per task: every seed thin, the mean over seeds thick."""
+    """Greedy-evaluation curves, one panel per environment, one colour per (task, method): every seed thin,
+    the mean over seeds thick."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.4 * len(tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for i, method in enumerate(dict.fromkeys(r["method"] for r in rows if r["task"] == task)):
-            runs = [r for r in rows if r["task"] == task and r["method"] == method]
+    envs = list(dict.fromkeys(r["env"] for r in rows))
+    fig, axes = plt.subplots(1, len(envs), figsize=(5.4 * len(envs), 3.8), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        mine = [r for r in rows if r["env"] == env]
+        several = len({r["task"] for r in mine}) > 1
+        for i, (task, method) in enumerate(dict.fromkeys((r["task"], r["method"]) for r in mine)):
+            runs = [r for r in mine if r["task"] == task and r["method"] == method]
             colour = f"C{i}"
             curves = []
             for r in runs:
@@ -365,9 +368,10 @@ def jsonl_plot(rows: list[dict], path: str) -> None:
                 ax.plot(xs, ys, color=colour, alpha=0.3, lw=0.8)
                 curves.append(dict(zip(xs, ys)))
             common = sorted(set.intersection(*(set(c) for c in curves)))
+            name = METHOD_NAMES.get(method, method) + (f" [{task}]" if several else "")
             ax.plot(common, [np.mean([c[x] for c in curves]) for x in common], color=colour, lw=2,
-                    label=f"{METHOD_NAMES.get(method, method)}, {len(runs)} seed{'s' if len(runs) > 1 else ''}")
-        ax.set_title(f"{runs[0]['env']}")
+                    label=f"{name}, {len(runs)} seed{'s' if len(runs) > 1 else ''}")
+        ax.set_title(env)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("greedy return")
         ax.grid(alpha=0.3)
@@ -464,7 +468,8 @@ def main() -> None:
     parser.add_argument("--speed", type=int, metavar="ITERATIONS",
                         help="only measure speed: this many iterations of each task, alternating ours and SB3")
     parser.add_argument("--rounds", type=int, default=5, help="alternations for --speed")
-    parser.add_argument("--replot", help="only print the table (and draw --plot) from this saved --out JSON")
+    parser.add_argument("--replot", nargs="+", help="only print the table (and draw --plot) from this saved --out "
+                        "JSON, or from these --jsonl files together")
     parser.add_argument("--append", action="store_true", help="add to the rows already in --out")
     parser.add_argument("--jsonl", help="one line per run (each side, each seed) here; runs already in it are skipped")
     parser.add_argument("--eval-every", type=int, default=25,
@@ -477,14 +482,14 @@ def main() -> None:
                         help="with --jsonl: start no run that would not end by this local time (judged by the longest "
                              "earlier run of the same task and side)")
     args = parser.parse_args()
-    if args.replot and args.replot.endswith(".jsonl"):
-        rows = read_jsonl(args.replot)
+    if args.replot and args.replot[0].endswith(".jsonl"):
+        rows = [r for f in args.replot for r in read_jsonl(f)]
         print(jsonl_table(rows))
         if args.plot:
             jsonl_plot(rows, args.plot)
         return
     if args.replot:
-        rows = json.loads(Path(args.replot).read_text())
+        rows = json.loads(Path(args.replot[0]).read_text())
         print(table(rows))
         if args.plot:
             plot(rows, args.plot)
