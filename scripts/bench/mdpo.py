@@ -196,20 +196,29 @@ TASKS = {  # config, reference (None: ours alone), trainer.max_steps (None: the 
     # the official code's t_k over the same run: its K is 10⁷ / 2048 = 4882 iterations whatever the run's length
     # (paper_on_policy.yaml's default since these five seeds of each task: the flag is the default's value)
     "hopper_1m_official_tk": ("paper_on_policy.yaml", None, 488, ["--model.schedule_steps", "4882"]),
-    # what may hold MDPO back on HalfCheetah, one change at a time (ours alone, against halfcheetah_1m's MDPO):
-    # the official t_k, and the policy network rl-zoo's PPO uses there (256×256 ReLU, log σ₀ = −2, default init)
+    # what may hold MDPO back on HalfCheetah, one change at a time (ours alone, against halfcheetah_1m's MDPO,
+    # so with the run's own K = 488 but for the official t_k's tasks): the official t_k, and the policy network
+    # rl-zoo's PPO uses there (256×256 ReLU, log σ₀ = −2, default init)
     "halfcheetah_1m_official_tk": ("paper_on_policy.yaml", None, 488,
                                    ["--model.env", "HalfCheetah-v5", "--model.schedule_steps", "4882"]),
     "halfcheetah_1m_zoo_net": ("paper_on_policy.yaml", None, 488,
-                               ["--model.env", "HalfCheetah-v5", "--model.hidden_sizes", "[256, 256]",
+                               ["--model.env", "HalfCheetah-v5", "--model.schedule_steps", "488",
+                                "--model.hidden_sizes", "[256, 256]",
                                 "--model.activation", "relu", "--model.log_std_init", "-2.0",
                                 "--model.orthogonal_init", "false"]),
+    # rl-zoo's network on top of the official K (the default since)
+    "halfcheetah_1m_zoo_net_official_tk": ("paper_on_policy.yaml", None, 488,
+                                           ["--model.env", "HalfCheetah-v5", "--model.hidden_sizes", "[256, 256]",
+                                            "--model.activation", "relu", "--model.log_std_init", "-2.0",
+                                            "--model.orthogonal_init", "false"]),
     # the official code's reward scaling (VecNormalize) with its clipped value loss, on both tasks
     "halfcheetah_1m_official_norm": ("paper_on_policy.yaml", None, 488,
-                                     ["--model.env", "HalfCheetah-v5", "--model.normalize_reward", "true",
+                                     ["--model.env", "HalfCheetah-v5", "--model.schedule_steps", "488",
+                                      "--model.normalize_reward", "true",
                                       "--model.value_clip", "0.2"]),
     "hopper_1m_official_norm": ("paper_on_policy.yaml", None, 488,
-                                ["--model.normalize_reward", "true", "--model.value_clip", "0.2"]),
+                                ["--model.schedule_steps", "488", "--model.normalize_reward", "true",
+                                 "--model.value_clip", "0.2"]),
     # all three of the official code's settings above at once (t_k, reward scaling, value clip)
     "halfcheetah_1m_official": ("paper_on_policy.yaml", None, 488,
                                 ["--model.env", "HalfCheetah-v5", "--model.schedule_steps", "4882",
