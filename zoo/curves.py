@@ -23,14 +23,19 @@ def read_metrics(metrics_csv: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def read_resumed(metrics_csvs: list[str | Path]) -> dict[str, list[tuple[int, float]]]:
-    """The series of a run resumed across several logs (oldest first): where a later log starts a series
-    at step s, what an earlier one logged from s on was lost with the process that logged it."""
+    """The series of a run resumed across several logs (oldest first): where a later log starts, at the
+    first step it logs anything, what the earlier ones logged from that step on was lost with the process
+    that logged it (it ran past its last checkpoint)."""
     series: dict[str, list[tuple[int, float]]] = {}
     for path in metrics_csvs:
-        for key, points in read_metrics(path).items():
-            first = points[0][0]
-            series[key] = [p for p in series.get(key, []) if p[0] < first] + points
-    return series
+        later = read_metrics(path)
+        start = min((points[0][0] for points in later.values() if points), default=None)
+        if start is None:
+            continue
+        series = {key: [p for p in points if p[0] < start] for key, points in series.items()}
+        for key, points in later.items():
+            series[key] = series.get(key, []) + points
+    return {key: points for key, points in series.items() if points}
 
 
 def plot_curve(metrics_csv: str | Path | list[str | Path], out_png: str | Path, keys: tuple[str, ...],
